@@ -1,0 +1,45 @@
+#pragma once
+// The fused attention forward: out = softmax(scale·Q·Kᵀ + M)·V, one pass, f32 accumulation.
+
+#include <cstdint>
+#include <span>
+
+#include "xattn/params.h"
+#include "xattn/tensor.h"
+
+namespace xattn {
+
+// Outputs of one call. `out` is required; `lse` and `weights` are computed only when present.
+//   dense:  out [B, Hq, Lq, Dv]     lse [B, Hq, Lq] (f32)   weights [B, Hq, Lq, Lk]
+//   varlen: out [Tq, Hq, Dv]        lse [Hq, Tq]   (f32)   weights [Hq, Tq, max_k]
+// `out` and `weights` are f32 or the inputs' dtype. A row that sees no key gets out = 0,
+// lse = -inf and weights = 0.
+struct AttentionOutputs {
+  MutableTensorView out;
+  MutableTensorView lse;
+  MutableTensorView weights;
+};
+
+// Q [B, Hq, Lq, D], K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv], any strides, f32/f16/bf16 (one dtype
+// for all three). Hq must be a multiple of Hkv: query head h reads kv head h / (Hq / Hkv).
+// Throws xattn::Error, before writing anything, when an argument is invalid.
+void attention(const TensorView& q, const TensorView& k, const TensorView& v,
+               const AttentionParams& params, const AttentionOutputs& outputs);
+
+// Packed ragged batches (FlashAttention's varlen convention): Q [Tq, Hq, D], K [Tk, Hkv, D],
+// V [Tk, Hkv, Dv]; sequence b owns rows cu_seqlens_q[b] .. cu_seqlens_q[b+1] of Q (likewise K/V).
+// Both offset arrays have B+1 entries, start at 0 and never decrease. A dense mask broadcasts to
+// [B, Hq, max_q, max_k] and is indexed by positions within each sequence. params.kv_lens and
+// params.q_lens must be empty: the offsets give the lengths.
+void attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                      std::span<const int64_t> cu_seqlens_q, std::span<const int64_t> cu_seqlens_k,
+                      const AttentionParams& params, const AttentionOutputs& outputs);
+
+// Combines two partial results computed over disjoint key sets into the result over their
+// union: out = (e^(lse_a-m)·out_a + e^(lse_b-m)·out_b) / (e^(lse_a-m) + e^(lse_b-m)), m = max.
+// out_* are [..., L, Dv] (rank 1-4, f32/f16/bf16), lse_* the same shape without Dv (f32).
+// `out` and `lse` may alias the a-side inputs.
+void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
+           const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse);
+
+}  // namespace xattn

@@ -1,0 +1,42 @@
+#pragma once
+// Everything that chooses which keys a query sees and how a score is transformed.
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "xattn/tensor.h"
+
+namespace xattn {
+
+// Where the causal diagonal (and the window's centre) p sits for query row i of batch b:
+//   kTopLeft:     p = i
+//   kBottomRight: p = i + kv_len_b - q_len_b   (the last valid query sees the last valid key)
+enum class CausalAlign : uint8_t { kTopLeft, kBottomRight };
+
+// Keys j with p - left <= j <= p + right are visible; -1 leaves that side unbounded.
+struct Window {
+  int64_t left = -1;
+  int64_t right = -1;
+};
+
+struct AttentionParams {
+  std::optional<float> scale;  // multiplies Q·Kᵀ; default 1/sqrt(D)
+  float softcap = 0.0f;        // > 0: s -> softcap·tanh(s/softcap), after scale, before masks
+  bool causal = false;         // key j visible iff j <= p
+  CausalAlign align = CausalAlign::kTopLeft;
+  Window window;
+
+  // Per-batch valid lengths (dense batches only): keys j >= kv_lens[b] are invisible and rows
+  // i >= q_lens[b] output zeros. Empty spans mean "the full length".
+  std::span<const int64_t> kv_lens;
+  std::span<const int64_t> q_lens;
+
+  // Optional dense mask that broadcasts (right-aligned, size-1 or stride-0 dims) to
+  // [B, Hq, Lq, Lk]. Bool: true = may attend. f32/f16/bf16: added to the score (-inf = masked).
+  TensorView mask;
+
+  int num_threads = 0;  // 0: OpenMP's default
+};
+
+}  // namespace xattn

@@ -1,0 +1,24 @@
+#pragma once
+// What the library chose at run time: version, SIMD target, threads.
+
+#include <string>
+#include <vector>
+
+namespace xattn {
+
+std::string version();
+
+// The SIMD target the kernels dispatch to now, e.g. "AVX3_DL" or "AVX2".
+std::string simd_target();
+
+// Every target that was compiled in and that this CPU can run, best first.
+std::vector<std::string> available_simd_targets();
+
+// Restricts dispatch to one target (by name, from available_simd_targets()), for tests and
+// benchmarks; an empty name restores the default. Not thread-safe: call it between computations.
+void force_simd_target(const std::string& name);
+
+// Threads a call with num_threads = 0 uses.
+int default_num_threads();
+
+}  // namespace xattn
