@@ -15,9 +15,9 @@ namespace xattn {
 // `out` and `weights` are f32 or the inputs' dtype. A row that sees no key gets out = 0,
 // lse = -inf and weights = 0.
 struct AttentionOutputs {
-  MutableTensorView out;
-  MutableTensorView lse;
-  MutableTensorView weights;
+  MutableTensorView out{};
+  MutableTensorView lse{};
+  MutableTensorView weights{};
 };
 
 // Q [B, Hq, Lq, D], K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv], any strides, f32/f16/bf16 (one dtype

@@ -1,0 +1,22 @@
+// Public entry points: validate once, then dispatch to the kernels.
+
+#include "xattn/attention.h"
+
+#include "core/validate.h"
+#include "kernels/forward.h"
+
+namespace xattn {
+
+void attention(const TensorView& q, const TensorView& k, const TensorView& v,
+               const AttentionParams& params, const AttentionOutputs& outputs) {
+  kernels::run_forward(core::make_dense_problem(q, k, v, params, outputs));
+}
+
+void attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                      std::span<const int64_t> cu_seqlens_q, std::span<const int64_t> cu_seqlens_k,
+                      const AttentionParams& params, const AttentionOutputs& outputs) {
+  kernels::run_forward(
+      core::make_varlen_problem(q, k, v, cu_seqlens_q, cu_seqlens_k, params, outputs));
+}
+
+}  // namespace xattn

@@ -1,0 +1,107 @@
+// merge(): two (out, lse) results over disjoint key sets -> the result over their union.
+
+#include <sstream>
+#include <vector>
+
+#include "core/convert.h"
+#include "core/softmax_state.h"
+#include "core/validate.h"
+#include "xattn/attention.h"
+#include "xattn/error.h"
+
+namespace xattn {
+namespace {
+
+constexpr const char* kOutDims[] = {"d0", "d1", "d2", "d3"};
+
+// Visits every index of the first `rank` dims of `shape`, last dim fastest.
+template <class Fn>
+void for_each_index(int rank, const int64_t* shape, const Fn& fn) {
+  int64_t idx[kMaxRank] = {0, 0, 0, 0};
+  for (;;) {
+    fn(idx);
+    int d = rank - 1;
+    for (; d >= 0; --d) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+    if (d < 0) return;
+  }
+}
+
+int64_t offset(const TensorView& t, const int64_t* idx, int rank) {
+  int64_t o = 0;
+  for (int d = 0; d < rank; ++d) o += idx[d] * t.stride(d);
+  return o;
+}
+
+void check_same_shape(const char* arg, const TensorView& t, const TensorView& ref,
+                      const char* ref_name) {
+  bool same = t.rank() == ref.rank();
+  for (int d = 0; same && d < t.rank(); ++d) same = t.size(d) == ref.size(d);
+  if (!same) {
+    std::ostringstream os;
+    os << arg << ": shape must equal " << ref_name << "'s shape [";
+    for (int d = 0; d < ref.rank(); ++d) os << (d ? ", " : "") << ref.size(d);
+    os << "], got [";
+    for (int d = 0; d < t.rank(); ++d) os << (d ? ", " : "") << t.size(d);
+    os << "]";
+    throw Error(os.str());
+  }
+}
+
+void check_lse(const char* arg, const TensorView& lse, const TensorView& out_a) {
+  core::check_view(arg, lse, std::span(kOutDims, lse.rank()));
+  if (lse.dtype != DType::kF32)
+    throw Error(std::string(arg) + ": dtype must be float32, got " + std::string(dtype_name(lse.dtype)));
+  bool ok = lse.rank() == out_a.rank() - 1;
+  for (int d = 0; ok && d < lse.rank(); ++d) ok = lse.size(d) == out_a.size(d);
+  if (!ok) throw Error(std::string(arg) + ": shape must be out_a's shape without its last dim");
+}
+
+}  // namespace
+
+void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
+           const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse) {
+  if (out_a.rank() < 1 || out_a.rank() > kMaxRank)
+    throw Error("out_a: expected rank 1 to 4 [..., L, Dv], got rank " + std::to_string(out_a.rank()));
+  const std::span dims(kOutDims, out_a.rank());
+  core::check_view("out_a", out_a, dims);
+  core::check_view("out_b", out_b, dims);
+  core::check_view("out", out, dims);
+  for (auto [name, t] : {std::pair{"out_a", out_a}, {"out_b", out_b}, {"out", TensorView(out)}})
+    if (t.dtype == DType::kBool)
+      throw Error(std::string(name) + ": dtype must be float32, float16 or bfloat16, got bool");
+  check_same_shape("out_b", out_b, out_a, "out_a");
+  check_same_shape("out", out, out_a, "out_a");
+  check_lse("lse_a", lse_a, out_a);
+  check_lse("lse_b", lse_b, out_a);
+  check_lse("lse", lse, out_a);
+
+  const int rows_rank = out_a.rank() - 1;
+  const int64_t dv = out_a.size(out_a.rank() - 1);
+  std::vector<float> a(dv), b(dv), result(dv);
+  auto read = [&](const TensorView& t, int64_t base, float* dst) {
+    const int64_t s = t.stride(t.rank() - 1);
+    for (int64_t e = 0; e < dv; ++e) dst[e] = core::load_element(t.data, t.dtype, base + e * s);
+  };
+  int64_t idx0[kMaxRank] = {0, 0, 0, 0};
+  auto visit = [&](const int64_t* idx) {
+    read(out_a, offset(out_a, idx, rows_rank), a.data());
+    read(out_b, offset(out_b, idx, rows_rank), b.data());
+    const float la = static_cast<const float*>(lse_a.data)[offset(lse_a, idx, rows_rank)];
+    const float lb = static_cast<const float*>(lse_b.data)[offset(lse_b, idx, rows_rank)];
+    core::SoftmaxState s{la, 1.0f};
+    if (la == core::kNegInf) s.l = 0.0f;
+    core::merge_into(s, a.data(), {lb, lb == core::kNegInf ? 0.0f : 1.0f}, b.data(), dv);
+    const float l = core::finalize_row(s, a.data(), result.data(), dv);
+    core::store_row(result.data(), dv,
+                    core::element_ptr(out.data, out.dtype, offset(out, idx, rows_rank)),
+                    out.dtype, out.layout.strides[out.layout.rank - 1]);
+    static_cast<float*>(lse.data)[offset(lse, idx, rows_rank)] = l;
+  };
+  if (rows_rank == 0) visit(idx0);
+  else for_each_index(rows_rank, out_a.layout.shape.data(), visit);
+}
+
+}  // namespace xattn

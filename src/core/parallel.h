@@ -1,0 +1,34 @@
+#pragma once
+// Runs body(i) for i in [0, n) on `threads` OpenMP threads, dynamically scheduled (items have
+// different costs, e.g. under causal masks). Results never depend on which thread runs an item.
+// The first exception thrown by any item is rethrown on the calling thread.
+
+#include <cstdint>
+#include <exception>
+#include <mutex>
+
+#include <omp.h>
+
+namespace xattn::core {
+
+inline int resolve_threads(int requested) {
+  return requested > 0 ? requested : omp_get_max_threads();
+}
+
+template <class Body>
+void parallel_for(int64_t n, int threads, const Body& body) {
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1 && threads > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      body(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace xattn::core

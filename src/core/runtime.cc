@@ -1,0 +1,40 @@
+#include "xattn/runtime.h"
+
+#include <omp.h>
+
+#include "hwy/targets.h"
+#include "kernels/forward.h"
+#include "xattn/error.h"
+
+namespace xattn {
+
+std::string version() { return XATTN_VERSION; }
+
+std::string simd_target() { return kernels::dispatched_target_name(); }
+
+std::vector<std::string> available_simd_targets() {
+  std::vector<std::string> names;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) names.emplace_back(hwy::TargetName(t));
+  return names;
+}
+
+void force_simd_target(const std::string& name) {
+  if (name.empty()) {
+    hwy::SetSupportedTargetsForTest(0);
+    return;
+  }
+  hwy::SetSupportedTargetsForTest(0);  // choose among all real targets, not a previous choice
+  for (int64_t t : hwy::SupportedAndGeneratedTargets())
+    if (name == hwy::TargetName(t)) {
+      hwy::SetSupportedTargetsForTest(t);
+      return;
+    }
+  std::string known;
+  for (const std::string& n : available_simd_targets()) known += (known.empty() ? "" : ", ") + n;
+  throw Error("force_simd_target: unknown or unavailable target '" + name + "' (available: " +
+              known + ")");
+}
+
+int default_num_threads() { return omp_get_max_threads(); }
+
+}  // namespace xattn

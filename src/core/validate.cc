@@ -1,0 +1,341 @@
+#include "core/validate.h"
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+
+#include "xattn/error.h"
+
+namespace xattn::core {
+namespace {
+
+template <typename... Parts>
+[[noreturn]] void fail(const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  throw Error(os.str());
+}
+
+std::string shape_string(const TensorView& t) {
+  std::ostringstream os;
+  os << "[";
+  for (int i = 0; i < t.rank(); ++i) os << (i ? ", " : "") << t.size(i);
+  os << "]";
+  return os.str();
+}
+
+std::string dims_string(std::span<const char* const> dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::string(dims[i]);
+  return s + "]";
+}
+
+bool is_float(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+
+// |a·b| and a+b without signed overflow; 2^62 leaves headroom for byte offsets.
+constexpr int64_t kMaxExtent = int64_t{1} << 62;
+
+int64_t checked_mul(const char* arg, int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r) || r > kMaxExtent || r < -kMaxExtent)
+    fail(arg, ": sizes and strides overflow 64-bit index arithmetic");
+  return r;
+}
+
+int64_t checked_add(const char* arg, int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r) || r > kMaxExtent || r < -kMaxExtent)
+    fail(arg, ": sizes and strides overflow 64-bit index arithmetic");
+  return r;
+}
+
+void check_dtype_float(const char* arg, DType t) {
+  if (!is_float(t)) fail(arg, ": dtype must be float32, float16 or bfloat16, got ", dtype_name(t));
+}
+
+// Output dtype: f32, or the inputs' dtype.
+void check_output_dtype(const char* arg, DType t, DType input) {
+  if (t != DType::kF32 && t != input)
+    fail(arg, ": dtype must be float32 or the inputs' dtype ", dtype_name(input), ", got ",
+         dtype_name(t));
+}
+
+void check_shape(const char* arg, const TensorView& t, std::initializer_list<int64_t> expected_list,
+                 std::span<const char* const> dims) {
+  const int64_t* expected = expected_list.begin();
+  if (t.rank() != static_cast<int>(expected_list.size()))
+    fail(arg, ": expected shape ", dims_string(dims), " of rank ", expected_list.size(),
+         ", got shape ", shape_string(t));
+  for (int i = 0; i < t.rank(); ++i)
+    if (t.size(i) != expected[i])
+      fail(arg, ": dim ", i, " (", dims[i], ") must be ", expected[i], ", got ", t.size(i),
+           " (shape ", shape_string(t), ")");
+}
+
+// Outputs must not write one element twice: a stride of 0 on a dimension longer than 1 would.
+void check_writable(const char* arg, const MutableTensorView& t) {
+  for (int i = 0; i < t.layout.rank; ++i)
+    if (t.layout.shape[i] > 1 && t.layout.strides[i] == 0)
+      fail(arg, ": dim ", i, " has stride 0, so several results would land on one element");
+}
+
+Operand operand(const TensorView& t, int64_t sb, int64_t sh, int64_t sl, int64_t sd) {
+  return {t.data, t.dtype, {sb, sh, sl, sd}};
+}
+
+// [B, H, L, D] views map dim-for-dim onto an operand.
+Operand operand4(const TensorView& t) {
+  return operand(t, t.stride(0), t.stride(1), t.stride(2), t.stride(3));
+}
+
+void check_lengths(const char* arg, std::span<const int64_t> lens, int64_t batch, int64_t limit,
+                   const char* limit_name) {
+  if (lens.empty()) return;
+  if (static_cast<int64_t>(lens.size()) != batch)
+    fail(arg, ": expected ", batch, " entries (one per batch), got ", lens.size());
+  for (size_t b = 0; b < lens.size(); ++b)
+    if (lens[b] < 0 || lens[b] > limit)
+      fail(arg, "[", b, "] = ", lens[b], " is out of range [0, ", limit_name, " = ", limit, "]");
+}
+
+struct Extents {
+  int64_t batch, heads_q, rows, cols;  // what a dense mask broadcasts to
+};
+
+// Right-aligns the mask's dims onto [B, Hq, rows, cols]; size-1 dims broadcast (stride 0).
+Operand mask_operand(const TensorView& m, const Extents& e) {
+  if (!m.present()) return {};
+  static constexpr const char* kDims[] = {"B", "Hq", "Lq", "Lk"};
+  const int64_t target[4] = {e.batch, e.heads_q, e.rows, e.cols};
+  if (m.rank() < 1 || m.rank() > 4)
+    fail("mask: expected rank 1 to 4 broadcasting to [B, Hq, Lq, Lk] = [", e.batch, ", ",
+         e.heads_q, ", ", e.rows, ", ", e.cols, "], got shape ", shape_string(m));
+  if (m.dtype != DType::kBool && !is_float(m.dtype))
+    fail("mask: dtype must be bool, float32, float16 or bfloat16, got ", dtype_name(m.dtype));
+  const char* dims[4] = {"d0", "d1", "d2", "d3"};
+  check_view("mask", m, std::span(dims, m.rank()));
+  Operand op{m.data, m.dtype, {0, 0, 0, 0}};
+  const int offset = 4 - m.rank();
+  for (int i = 0; i < m.rank(); ++i) {
+    const int t = i + offset;
+    if (m.size(i) == target[t]) {
+      op.stride[t] = target[t] == 1 ? 0 : m.stride(i);
+    } else if (m.size(i) != 1) {
+      fail("mask: dim ", i, " has size ", m.size(i), ", which does not broadcast to ", kDims[t],
+           " = ", target[t], " (expected 1 or ", target[t], "; mask shape ", shape_string(m), ")");
+    }
+  }
+  return op;
+}
+
+void fill_common_params(Problem& p, const AttentionParams& params) {
+  if (params.scale && !std::isfinite(*params.scale))
+    fail("scale: must be finite, got ", *params.scale);
+  if (!std::isfinite(params.softcap) || params.softcap < 0)
+    fail("softcap: must be >= 0 and finite (0 disables it), got ", params.softcap);
+  if (params.window.left < -1 || params.window.right < -1)
+    fail("window: (left, right) must each be >= 0, or -1 for unbounded, got (",
+         params.window.left, ", ", params.window.right, ")");
+  if (params.num_threads < 0) fail("num_threads: must be >= 0 (0: default), got ",
+                                   params.num_threads);
+  p.scale = params.scale ? *params.scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
+  p.softcap = params.softcap;
+  p.causal = params.causal;
+  p.bottom_right = params.align == CausalAlign::kBottomRight;
+  if (params.align != CausalAlign::kTopLeft && params.align != CausalAlign::kBottomRight)
+    fail("align: must be top_left or bottom_right");
+  p.window_left = params.window.left;
+  p.window_right = params.window.right;
+  p.num_threads = params.num_threads;
+}
+
+void check_inputs_dtypes(const TensorView& q, const TensorView& k, const TensorView& v) {
+  check_dtype_float("q", q.dtype);
+  if (k.dtype != q.dtype) fail("k: dtype must match q's ", dtype_name(q.dtype), ", got ",
+                               dtype_name(k.dtype));
+  if (v.dtype != q.dtype) fail("v: dtype must match q's ", dtype_name(q.dtype), ", got ",
+                               dtype_name(v.dtype));
+}
+
+void check_heads(int64_t heads_q, int64_t heads_kv) {
+  if (heads_q % heads_kv != 0)
+    fail("q: Hq = ", heads_q, " must be a multiple of k's Hkv = ", heads_kv,
+         " (grouped-query attention shares each kv head among Hq/Hkv query heads)");
+}
+
+}  // namespace
+
+void check_view(const char* arg, const TensorView& t, std::span<const char* const> dims) {
+  if (t.rank() != static_cast<int>(dims.size()))
+    fail(arg, ": expected shape ", dims_string(dims), " of rank ", dims.size(), ", got shape ",
+         shape_string(t));
+  if (t.data == nullptr) fail(arg, ": data is null");
+  int64_t extent = 0;
+  for (int i = 0; i < t.rank(); ++i) {
+    if (t.size(i) <= 0)
+      fail(arg, ": dim ", i, " (", dims[i], ") must be positive, got ", t.size(i), " (shape ",
+           shape_string(t), ")");
+    const int64_t stride = t.stride(i) < 0 ? -t.stride(i) : t.stride(i);
+    extent = checked_add(arg, extent, checked_mul(arg, t.size(i) - 1, stride));
+  }
+  checked_mul(arg, extent + 1, dtype_size(t.dtype));
+}
+
+Problem make_dense_problem(const TensorView& q, const TensorView& k, const TensorView& v,
+                           const AttentionParams& params, const AttentionOutputs& outputs) {
+  static constexpr const char* kQ[] = {"B", "Hq", "Lq", "D"};
+  static constexpr const char* kK[] = {"B", "Hkv", "Lk", "D"};
+  static constexpr const char* kV[] = {"B", "Hkv", "Lk", "Dv"};
+  static constexpr const char* kOut[] = {"B", "Hq", "Lq", "Dv"};
+  static constexpr const char* kLse[] = {"B", "Hq", "Lq"};
+  static constexpr const char* kW[] = {"B", "Hq", "Lq", "Lk"};
+  check_view("q", q, kQ);
+  check_view("k", k, kK);
+  check_view("v", v, kV);
+  check_inputs_dtypes(q, k, v);
+  const int64_t B = q.size(0), Hq = q.size(1), Lq = q.size(2), D = q.size(3);
+  const int64_t Hkv = k.size(1), Lk = k.size(2), Dv = v.size(3);
+  check_shape("k", k, {B, Hkv, Lk, D}, kK);
+  check_shape("v", v, {B, Hkv, Lk, Dv}, kV);
+  check_heads(Hq, Hkv);
+  check_lengths("kv_lens", params.kv_lens, B, Lk, "Lk");
+  check_lengths("q_lens", params.q_lens, B, Lq, "Lq");
+
+  if (!outputs.out.present()) fail("out: is required (data is null)");
+  check_view("out", outputs.out, kOut);
+  check_shape("out", outputs.out, {B, Hq, Lq, Dv}, kOut);
+  check_output_dtype("out", outputs.out.dtype, q.dtype);
+  check_writable("out", outputs.out);
+
+  Problem p;
+  p.batch = B, p.heads_q = Hq, p.heads_kv = Hkv, p.head_dim = D, p.value_dim = Dv;
+  p.max_q_rows = Lq, p.max_kv_len = Lk, p.weights_cols = Lk;
+  p.q = operand4(q), p.k = operand4(k), p.v = operand4(v);
+  p.out = operand4(outputs.out);
+  if (outputs.lse.present()) {
+    check_view("lse", outputs.lse, kLse);
+    check_shape("lse", outputs.lse, {B, Hq, Lq}, kLse);
+    if (outputs.lse.dtype != DType::kF32)
+      fail("lse: dtype must be float32, got ", dtype_name(outputs.lse.dtype));
+    check_writable("lse", outputs.lse);
+    const TensorView& l = outputs.lse;
+    p.lse = operand(l, l.stride(0), l.stride(1), l.stride(2), 0);
+  }
+  if (outputs.weights.present()) {
+    check_view("weights", outputs.weights, kW);
+    check_shape("weights", outputs.weights, {B, Hq, Lq, Lk}, kW);
+    check_output_dtype("weights", outputs.weights.dtype, q.dtype);
+    check_writable("weights", outputs.weights);
+    p.weights = operand4(outputs.weights);
+  }
+  p.mask = mask_operand(params.mask, {B, Hq, Lq, Lk});
+  fill_common_params(p, params);
+
+  p.sequences.resize(B);
+  for (int64_t b = 0; b < B; ++b) {
+    Sequence& s = p.sequences[b];
+    s.q_start = 0;
+    s.q_rows = Lq;
+    s.q_len = params.q_lens.empty() ? Lq : params.q_lens[b];
+    s.kv_start = 0;
+    s.kv_len = params.kv_lens.empty() ? Lk : params.kv_lens[b];
+  }
+  return p;
+}
+
+namespace {
+
+// Offsets: B+1 entries, starting at 0, non-decreasing, ending at the packed length.
+void check_offsets(const char* arg, std::span<const int64_t> cu, int64_t total,
+                   const char* total_name) {
+  if (cu.size() < 2) fail(arg, ": expected B+1 >= 2 offsets, got ", cu.size());
+  if (cu[0] != 0) fail(arg, "[0] must be 0, got ", cu[0]);
+  for (size_t b = 1; b < cu.size(); ++b)
+    if (cu[b] < cu[b - 1])
+      fail(arg, ": offsets must not decrease, but ", arg, "[", b, "] = ", cu[b], " < ", arg, "[",
+           b - 1, "] = ", cu[b - 1]);
+  if (cu.back() != total)
+    fail(arg, "[", cu.size() - 1, "] = ", cu.back(), " must equal ", total_name, " = ", total);
+}
+
+}  // namespace
+
+Problem make_varlen_problem(const TensorView& q, const TensorView& k, const TensorView& v,
+                            std::span<const int64_t> cu_q, std::span<const int64_t> cu_k,
+                            const AttentionParams& params, const AttentionOutputs& outputs) {
+  static constexpr const char* kQ[] = {"total_q", "Hq", "D"};
+  static constexpr const char* kK[] = {"total_k", "Hkv", "D"};
+  static constexpr const char* kV[] = {"total_k", "Hkv", "Dv"};
+  static constexpr const char* kOut[] = {"total_q", "Hq", "Dv"};
+  static constexpr const char* kLse[] = {"Hq", "total_q"};
+  static constexpr const char* kW[] = {"Hq", "total_q", "max_k"};
+  check_view("q", q, kQ);
+  check_view("k", k, kK);
+  check_view("v", v, kV);
+  check_inputs_dtypes(q, k, v);
+  const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2);
+  const int64_t Tk = k.size(0), Hkv = k.size(1), Dv = v.size(2);
+  check_shape("k", k, {Tk, Hkv, D}, kK);
+  check_shape("v", v, {Tk, Hkv, Dv}, kV);
+  check_heads(Hq, Hkv);
+  check_offsets("cu_seqlens_q", cu_q, Tq, "total_q");
+  check_offsets("cu_seqlens_k", cu_k, Tk, "total_k");
+  if (cu_q.size() != cu_k.size())
+    fail("cu_seqlens_k: expected ", cu_q.size(), " offsets like cu_seqlens_q, got ", cu_k.size());
+  if (!params.kv_lens.empty() || !params.q_lens.empty())
+    fail("kv_lens/q_lens: must be empty for varlen calls (the offsets give the lengths)");
+  const int64_t B = static_cast<int64_t>(cu_q.size()) - 1;
+
+  Problem p;
+  p.batch = B, p.heads_q = Hq, p.heads_kv = Hkv, p.head_dim = D, p.value_dim = Dv;
+  p.sequences.resize(B);
+  for (int64_t b = 0; b < B; ++b) {
+    Sequence& s = p.sequences[b];
+    s.q_start = cu_q[b];
+    s.q_rows = s.q_len = cu_q[b + 1] - cu_q[b];
+    s.kv_start = cu_k[b];
+    s.kv_len = cu_k[b + 1] - cu_k[b];
+    p.max_q_rows = std::max(p.max_q_rows, s.q_rows);
+    p.max_kv_len = std::max(p.max_kv_len, s.kv_len);
+  }
+  p.weights_cols = p.max_kv_len;
+
+  if (!outputs.out.present()) fail("out: is required (data is null)");
+  check_view("out", outputs.out, kOut);
+  check_shape("out", outputs.out, {Tq, Hq, Dv}, kOut);
+  check_output_dtype("out", outputs.out.dtype, q.dtype);
+  check_writable("out", outputs.out);
+
+  // Packed [T, H, X] views become [b = 0-stride, h, row, x] operands.
+  p.q = operand(q, 0, q.stride(1), q.stride(0), q.stride(2));
+  p.k = operand(k, 0, k.stride(1), k.stride(0), k.stride(2));
+  p.v = operand(v, 0, v.stride(1), v.stride(0), v.stride(2));
+  const TensorView& o = outputs.out;
+  p.out = operand(o, 0, o.stride(1), o.stride(0), o.stride(2));
+  if (outputs.lse.present()) {
+    check_view("lse", outputs.lse, kLse);
+    check_shape("lse", outputs.lse, {Hq, Tq}, kLse);
+    if (outputs.lse.dtype != DType::kF32)
+      fail("lse: dtype must be float32, got ", dtype_name(outputs.lse.dtype));
+    check_writable("lse", outputs.lse);
+    const TensorView& l = outputs.lse;
+    p.lse = operand(l, 0, l.stride(0), l.stride(1), 0);
+  }
+  if (outputs.weights.present()) {
+    if (p.max_kv_len == 0) fail("weights: every key sequence is empty, so there is nothing to return");
+    check_view("weights", outputs.weights, kW);
+    check_shape("weights", outputs.weights,
+                {Hq, Tq, p.max_kv_len}, kW);
+    check_output_dtype("weights", outputs.weights.dtype, q.dtype);
+    check_writable("weights", outputs.weights);
+    const TensorView& w = outputs.weights;
+    p.weights = operand(w, 0, w.stride(0), w.stride(1), w.stride(2));
+  }
+  p.mask = mask_operand(params.mask, {B, Hq, std::max<int64_t>(p.max_q_rows, 1),
+                                      std::max<int64_t>(p.max_kv_len, 1)});
+  fill_common_params(p, params);
+  return p;
+}
+
+}  // namespace xattn::core

@@ -1,0 +1,19 @@
+#pragma once
+// The kernels' entry points. Each dispatches once, here, to the best SIMD target (Highway).
+
+#include <cstdint>
+
+#include "core/problem.h"
+
+namespace xattn::kernels {
+
+// Computes every output `p` asks for. `p` has been validated.
+void run_forward(const core::Problem& p);
+
+// The vectorised exp of the dispatched target, exposed for its accuracy test.
+void vector_exp(const float* in, float* out, int64_t n);
+
+// Name of the target the kernels dispatch to now.
+const char* dispatched_target_name();
+
+}  // namespace xattn::kernels

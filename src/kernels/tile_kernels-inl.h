@@ -1,0 +1,125 @@
+// The two register-blocked micro-kernels of the tiled forward, f32, vectorised over query rows.
+//
+// Layouts (Br = query rows of the tile, a multiple of the vector width; "T" = transposed):
+//   Qt  [D][Br]   scaled queries, packed once per work item
+//   K   [nk][D]   key rows, read in place (row stride ldk) or from a converted copy
+//   St  [nk][Br]  scores, later probabilities, of this key tile
+//   V   [nk][Dv]  value rows, read in place (row stride ldv) or from a converted copy
+//   AccT[Dv][Br]  running Σ p·v
+// Keeping rows in the vector lanes makes every softmax step a vertical operation (no
+// horizontal reductions) and lets K and V be read in their natural row layout, one broadcast
+// element at a time, so f32 inputs need no packing at all.
+
+#if defined(XATTN_KERNELS_TILE_KERNELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XATTN_KERNELS_TILE_KERNELS_INL_H_
+#undef XATTN_KERNELS_TILE_KERNELS_INL_H_
+#else
+#define XATTN_KERNELS_TILE_KERNELS_INL_H_
+#endif
+
+#include <cstdint>
+#include <utility>
+
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xattn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Accumulators one block may hold, leaving room for the row vectors and a broadcast.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+inline constexpr int kVectorRegisters = 32;
+#else
+inline constexpr int kVectorRegisters = 16;
+#endif
+
+template <int kRowVecs>
+constexpr int columns_per_block() {
+  const int c = (kVectorRegisters - kRowVecs - 2) / kRowVecs;
+  return c > 8 ? 8 : (c < 1 ? 1 : c);
+}
+
+// Calls body(integral_constant<int, C>, start) for full blocks of kMax columns, then once for
+// the remainder with C = n % kMax, so every block is a fully unrolled instantiation.
+template <int kMax, class Body>
+HWY_INLINE void for_each_block(int64_t n, const Body& body) {
+  int64_t c = 0;
+  for (; c + kMax <= n; c += kMax) body(std::integral_constant<int, kMax>(), c);
+  const int64_t rest = n - c;
+  if (rest == 0) return;
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((rest == I + 1 ? (body(std::integral_constant<int, I + 1>(), c), 0) : 0), ...);
+  }(std::make_integer_sequence<int, kMax - 1>());
+}
+
+// St[c][r] = Σ_d K[c][d] · Qt[d][r]        (einsum "cd,dr->cr")
+template <int kRowVecs>
+HWY_INLINE void qk_tile(const float* HWY_RESTRICT qt, int64_t br, const float* HWY_RESTRICT k,
+                        int64_t ldk, int64_t nk, int64_t head_dim, float* HWY_RESTRICT st) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  for_each_block<columns_per_block<kRowVecs>()>(nk, [&](auto cols, int64_t c0) {
+    constexpr int kCols = decltype(cols)::value;
+    VF acc[kCols][kRowVecs];
+    for (int j = 0; j < kCols; ++j)
+      for (int v = 0; v < kRowVecs; ++v) acc[j][v] = hn::Zero(df);
+    const float* krow = k + c0 * ldk;
+    for (int64_t d = 0; d < head_dim; ++d) {
+      VF q[kRowVecs];
+      for (int v = 0; v < kRowVecs; ++v) q[v] = hn::Load(df, qt + d * br + v * N);
+      for (int j = 0; j < kCols; ++j) {
+        const VF kb = hn::Set(df, krow[j * ldk + d]);
+        for (int v = 0; v < kRowVecs; ++v) acc[j][v] = hn::MulAdd(kb, q[v], acc[j][v]);
+      }
+    }
+    for (int j = 0; j < kCols; ++j)
+      for (int v = 0; v < kRowVecs; ++v) hn::Store(acc[j][v], df, st + (c0 + j) * br + v * N);
+  });
+}
+
+// AccT[e][r] = alpha[r]·AccT[e][r] + Σ_c V[c][e] · Pt[c][r]     (einsum "ce,cr->er")
+// kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN;
+// boundary tiles need it because masked keys have p = 0 and their values must not be read
+// into the arithmetic (0·NaN is NaN).
+template <int kRowVecs, bool kSkipZero>
+HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_RESTRICT alpha,
+                        const float* HWY_RESTRICT pt, const float* HWY_RESTRICT v, int64_t ldv,
+                        int64_t nk, int64_t value_dim) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
+    constexpr int kCols = decltype(cols)::value;
+    VF acc[kCols][kRowVecs];
+    for (int r = 0; r < kRowVecs; ++r) {
+      const VF a = hn::Load(df, alpha + r * N);
+      for (int j = 0; j < kCols; ++j)
+        acc[j][r] = hn::Mul(a, hn::Load(df, acct + (e0 + j) * br + r * N));
+    }
+    for (int64_t c = 0; c < nk; ++c) {
+      VF p[kRowVecs];
+      for (int r = 0; r < kRowVecs; ++r) p[r] = hn::Load(df, pt + c * br + r * N);
+      const float* vrow = v + c * ldv + e0;
+      for (int j = 0; j < kCols; ++j) {
+        const VF vb = hn::Set(df, vrow[j]);
+        for (int r = 0; r < kRowVecs; ++r) {
+          if constexpr (kSkipZero) {
+            acc[j][r] = hn::IfThenElse(hn::Ne(p[r], hn::Zero(df)),
+                                       hn::MulAdd(p[r], vb, acc[j][r]), acc[j][r]);
+          } else {
+            acc[j][r] = hn::MulAdd(p[r], vb, acc[j][r]);
+          }
+        }
+      }
+    }
+    for (int j = 0; j < kCols; ++j)
+      for (int r = 0; r < kRowVecs; ++r) hn::Store(acc[j][r], df, acct + (e0 + j) * br + r * N);
+  });
+}
+
+}  // namespace xattn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // XATTN_KERNELS_TILE_KERNELS_INL_H_

@@ -1,0 +1,69 @@
+#include "reference/reference.h"
+
+#include <cmath>
+#include <limits>
+
+namespace xattn::reference {
+
+namespace {
+
+bool is_visible(const Problem& p, int64_t b, int64_t i, int64_t j) {
+  const int64_t kv_len = p.kv_lens.empty() ? p.kv_len : p.kv_lens[b];
+  const int64_t q_len = p.q_lens.empty() ? p.q_len : p.q_lens[b];
+  if (i >= q_len || j >= kv_len) return false;
+  const int64_t diag = p.bottom_right ? i + kv_len - q_len : i;
+  if (p.causal && j > diag) return false;
+  if (p.window_left >= 0 && j < diag - p.window_left) return false;
+  if (p.window_right >= 0 && j > diag + p.window_right) return false;
+  return true;
+}
+
+}  // namespace
+
+Result attention(const Problem& p) {
+  const int64_t B = p.batch, Hq = p.heads_q, Lq = p.q_len, Lk = p.kv_len, D = p.head_dim,
+                Dv = p.value_dim, group = p.heads_q / p.heads_kv;
+  const double inf = std::numeric_limits<double>::infinity();
+  Result r;
+  r.out.assign(B * Hq * Lq * Dv, 0.0);
+  r.lse.assign(B * Hq * Lq, -inf);
+  r.weights.assign(B * Hq * Lq * Lk, 0.0);
+  std::vector<double> score(Lk);
+  std::vector<bool> seen(Lk);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t hk = h / group;
+      for (int64_t i = 0; i < Lq; ++i) {
+        double max_score = -inf;
+        for (int64_t j = 0; j < Lk; ++j) {
+          seen[j] = is_visible(p, b, i, j);
+          if (!p.mask.empty() && p.mask[((b * Hq + h) * Lq + i) * Lk + j] == -inf) seen[j] = false;
+          if (!seen[j]) continue;
+          double s = 0;
+          for (int64_t d = 0; d < D; ++d)
+            s += p.q[((b * Hq + h) * Lq + i) * D + d] * p.k[((b * p.heads_kv + hk) * Lk + j) * D + d];
+          s *= p.scale;
+          if (p.softcap > 0) s = p.softcap * std::tanh(s / p.softcap);
+          if (!p.mask.empty()) s += p.mask[((b * Hq + h) * Lq + i) * Lk + j];
+          score[j] = s;
+          max_score = std::max(max_score, s);
+        }
+        if (max_score == -inf) continue;  // sees nothing: out 0, lse -inf, weights 0
+        double sum = 0;
+        for (int64_t j = 0; j < Lk; ++j)
+          if (seen[j]) sum += std::exp(score[j] - max_score);
+        const int64_t row = (b * Hq + h) * Lq + i;
+        r.lse[row] = max_score + std::log(sum);
+        for (int64_t j = 0; j < Lk; ++j) {
+          if (!seen[j]) continue;
+          const double w = std::exp(score[j] - max_score) / sum;
+          r.weights[row * Lk + j] = w;
+          for (int64_t e = 0; e < Dv; ++e)
+            r.out[row * Dv + e] += w * p.v[((b * p.heads_kv + hk) * Lk + j) * Dv + e];
+        }
+      }
+    }
+  return r;
+}
+
+}  // namespace xattn::reference

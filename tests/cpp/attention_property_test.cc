@@ -1,0 +1,41 @@
+// Randomised configurations against the float64 oracle, on every SIMD target this CPU runs.
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "oracle_util.h"
+
+namespace xattn::testing {
+namespace {
+
+constexpr int kCases = 520;
+
+class TargetScope {
+ public:
+  explicit TargetScope(const std::string& t) { force_simd_target(t); }
+  ~TargetScope() { force_simd_target(""); }
+};
+
+TEST(AttentionProperty, RandomConfigurationsMatchOracleOnEveryTarget) {
+  const std::vector<std::string> targets = available_simd_targets();
+  ASSERT_FALSE(targets.empty());
+  std::mt19937_64 rng(20261121);
+  int failures = 0;
+  for (int n = 0; n < kCases; ++n) {
+    const RandomCase c = random_case(rng);
+    const reference::Result want = reference::attention(c.ref);
+    for (const std::string& target : targets) {
+      TargetScope scope(target);
+      ASSERT_EQ(simd_target(), target);
+      const Check check = compare(c, run_xattn(c), want);
+      if (check.worst_ratio > 1.0 && ++failures <= 10)
+        ADD_FAILURE() << "case " << n << " on " << target << ": " << c.describe() << "\n  "
+                      << check.where << " (error/tolerance = " << check.worst_ratio << ")";
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
+}  // namespace
+}  // namespace xattn::testing
