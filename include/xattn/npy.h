@@ -27,8 +27,10 @@ struct NpyArray {
 // file, an unsupported dtype or byte order, or a rank above kMaxRank.
 NpyArray read_npy(const std::string& path);
 
-// Writes `data` (C order, `shape`) to a temporary file beside `path` and renames it into place,
-// so `path` is either untouched or complete.
+// Writes `data` (C order, `shape`; f32, f16 or bool) as a v1.0 file with the data 64-byte
+// aligned. It goes to a temporary file beside `path` that is then renamed into place, so `path`
+// is either untouched or complete. Throws xattn::Error naming `path` when the write fails, the
+// dtype is bf16 (numpy has none) or the shape is negative or overflows.
 void write_npy(const std::string& path, DType dtype, std::span<const int64_t> shape,
                const void* data);
 

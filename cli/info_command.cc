@@ -1,0 +1,22 @@
+#include "info_command.h"
+
+#include <CLI/CLI.hpp>
+
+#include "xattn/runtime.h"
+
+namespace xattn::cli {
+
+CLI::App* add_info_command(CLI::App& app) {
+  return app.add_subcommand("info", "Print the version, the SIMD target in use and the thread count");
+}
+
+void info_command(std::ostream& os) {
+  os << "xattn " << version() << "\n"
+     << "simd target: " << simd_target() << "\n"
+     << "available targets:";
+  for (const std::string& t : available_simd_targets()) os << " " << t;
+  os << "\n"
+     << "threads: " << default_num_threads() << "\n";
+}
+
+}  // namespace xattn::cli

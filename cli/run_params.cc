@@ -1,0 +1,140 @@
+#include "run_params.h"
+
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <string_view>
+#include <utility>
+
+#include "xattn/error.h"
+
+namespace xattn::cli {
+namespace {
+
+// More threads than this is a typo, and OpenMP would try to start them all.
+constexpr int64_t kMaxThreads = 1024;
+
+std::string trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(" \t");
+  if (b == std::string_view::npos) return {};
+  return std::string(s.substr(b, s.find_last_not_of(" \t") - b + 1));
+}
+
+bool to_int(const std::string& text, int64_t& out) {
+  const std::string t = trim(text);
+  const char* end = t.data() + t.size();
+  const auto r = std::from_chars(t.data(), end, out);
+  return !t.empty() && r.ec == std::errc() && r.ptr == end;
+}
+
+std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text) {
+  std::vector<int64_t> values;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    int64_t v = 0;
+    if (!to_int(text.substr(start, comma - start), v)) {
+      throw Error(option + ": expected comma-separated integers, got '" + text + "'");
+    }
+    values.push_back(v);
+    if (comma == std::string::npos) return values;
+    start = comma + 1;
+  }
+}
+
+float parse_float(const std::string& option, const std::string& text) {
+  const std::string t = trim(text);
+  float f = 0.0f;
+  const auto r = std::from_chars(t.data(), t.data() + t.size(), f);
+  if (t.empty() || r.ec != std::errc() || r.ptr != t.data() + t.size() || !std::isfinite(f)) {
+    throw Error(option + ": expected a finite number, got '" + text + "'");
+  }
+  return f;
+}
+
+Window parse_window(const std::string& text) {
+  std::vector<int64_t> lr;
+  try {
+    lr = parse_int_list("--window", text);
+  } catch (const Error&) {
+    lr.clear();  // reported below, with the expected form
+  }
+  if (lr.size() != 2 || lr[0] < -1 || lr[1] < -1) {
+    throw Error("--window: expected L,R (two integers >= 0, or -1 for unbounded), got '" + text + "'");
+  }
+  return {lr[0], lr[1]};
+}
+
+CausalAlign parse_align(const std::string& text) {
+  if (text == "top_left") return CausalAlign::kTopLeft;
+  if (text == "bottom_right") return CausalAlign::kBottomRight;
+  throw Error("--align: expected top_left or bottom_right, got '" + text + "'");
+}
+
+int parse_threads(const std::string& text) {
+  int64_t n = 0;
+  if (!to_int(text, n) || n < 0 || n > kMaxThreads) {
+    throw Error("--threads: expected an integer from 0 (default) to " + std::to_string(kMaxThreads) +
+                ", got '" + text + "'");
+  }
+  return static_cast<int>(n);
+}
+
+// The library names arguments as the C++ API spells them ("kv_lens[1] = 9 ...", "k: dim 3 ...");
+// a command-line user should read the option they typed instead.
+std::string with_option_names(const std::string& message) {
+  static const std::pair<std::string_view, std::string_view> kNames[] = {
+      {"q", "--q"},           {"k", "--k"},           {"v", "--v"},
+      {"mask", "--mask"},     {"scale", "--scale"},   {"softcap", "--softcap"},
+      {"window", "--window"}, {"align", "--align"},   {"kv_lens", "--kv-lens"},
+      {"q_lens", "--q-lens"}, {"num_threads", "--threads"},
+      {"out", "-o"},          {"lse", "--lse"},       {"weights", "--weights"}};
+  size_t n = 0;
+  while (n < message.size() && (std::isalnum(static_cast<unsigned char>(message[n])) || message[n] == '_')) ++n;
+  const std::string_view name(message.data(), n);
+  for (const auto& [api, option] : kNames) {
+    if (name != api) continue;
+    if (n < message.size() && message[n] == ':') return std::string(option) + message.substr(n);
+    return std::string(option) + ": " + message;
+  }
+  return message;
+}
+
+}  // namespace
+
+void parse_params(const RunOptions& o, ParsedParams& pp) {
+  AttentionParams& p = pp.params;
+  p.causal = o.causal;
+  if (!o.align.empty()) p.align = parse_align(o.align);
+  if (!o.window.empty()) p.window = parse_window(o.window);
+  if (!o.scale.empty()) p.scale = parse_float("--scale", o.scale);
+  if (!o.softcap.empty()) p.softcap = parse_float("--softcap", o.softcap);
+  if (!o.kv_lens.empty()) pp.kv_lens = parse_int_list("--kv-lens", o.kv_lens);
+  if (!o.q_lens.empty()) pp.q_lens = parse_int_list("--q-lens", o.q_lens);
+  p.kv_lens = pp.kv_lens;
+  p.q_lens = pp.q_lens;
+  if (!o.threads.empty()) p.num_threads = parse_threads(o.threads);
+  if (!o.mask.empty()) {
+    pp.mask = load_npy("--mask", o.mask);
+    p.mask = pp.mask.view();
+  }
+}
+
+NpyArray load_npy(const std::string& option, const std::string& path) {
+  try {
+    return read_npy(path);
+  } catch (const Error& e) {
+    throw Error(option + ": " + e.what());
+  }
+}
+
+void call_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                    const AttentionParams& params, const AttentionOutputs& outputs) {
+  try {
+    attention(q, k, v, params, outputs);
+  } catch (const Error& e) {
+    throw Error(with_option_names(e.what()));
+  }
+}
+
+}  // namespace xattn::cli
