@@ -1,0 +1,177 @@
+// The `xattn._xattn` extension: a thin layer that turns array descriptions made by the Python
+// package (python/xattn/) into xattn views and calls the C++ API. It holds no math and checks only
+// what the C++ API cannot see (dtype names, ranks); everything else is validated by the library,
+// whose xattn::Error becomes a Python ValueError (subclass `xattn.Error`).
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "xattn/xattn.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// An array as the Python side describes it, without copying: (address of element [0,...,0],
+// dtype name, shape, strides in elements). The Python caller keeps the array alive.
+using ArraySpec = std::tuple<std::uintptr_t, std::string, std::vector<int64_t>, std::vector<int64_t>>;
+using OptionalArray = std::optional<ArraySpec>;
+
+xattn::DType parse_dtype(const std::string& name, const std::string& arg) {
+  if (name == "float32") return xattn::DType::kF32;
+  if (name == "float16") return xattn::DType::kF16;
+  if (name == "bfloat16") return xattn::DType::kBF16;
+  if (name == "bool") return xattn::DType::kBool;
+  throw xattn::Error(arg + ": unsupported dtype " + name);
+}
+
+xattn::Layout to_layout(const ArraySpec& spec, const std::string& arg) {
+  const auto& [ptr, dtype, shape, strides] = spec;
+  if (shape.size() != strides.size())
+    throw xattn::Error(arg + ": shape and strides have different ranks");
+  if (shape.size() > static_cast<size_t>(xattn::kMaxRank))
+    throw xattn::Error(arg + ": rank " + std::to_string(shape.size()) + " exceeds the maximum of " +
+                       std::to_string(xattn::kMaxRank));
+  xattn::Layout layout;
+  layout.rank = static_cast<int>(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) {
+    layout.shape[i] = shape[i];
+    layout.strides[i] = strides[i];
+  }
+  return layout;
+}
+
+xattn::MutableTensorView to_mutable(const ArraySpec& spec, const std::string& arg) {
+  const std::uintptr_t address = std::get<0>(spec);
+  return {reinterpret_cast<void*>(address), parse_dtype(std::get<1>(spec), arg),
+          to_layout(spec, arg)};
+}
+
+xattn::MutableTensorView to_mutable(const OptionalArray& spec, const std::string& arg) {
+  return spec ? to_mutable(*spec, arg) : xattn::MutableTensorView{};  // absent: null data
+}
+
+xattn::TensorView to_view(const ArraySpec& spec, const std::string& arg) {
+  return to_mutable(spec, arg);
+}
+
+xattn::TensorView to_view(const OptionalArray& spec, const std::string& arg) {
+  return to_mutable(spec, arg);
+}
+
+// AttentionParams with storage for what it only points to (lengths, mask), so that one Python
+// object carries every option. Filled field by field from Python.
+struct Params {
+  std::optional<float> scale;
+  float softcap = 0.0f;
+  bool causal = false;
+  std::string align = "top_left";
+  int64_t window_left = -1;
+  int64_t window_right = -1;
+  std::vector<int64_t> kv_lens;
+  std::vector<int64_t> q_lens;
+  OptionalArray mask;
+  int num_threads = 0;
+
+  // The returned value points into *this; it must not outlive it.
+  xattn::AttentionParams view() const {
+    xattn::AttentionParams p;
+    p.scale = scale;
+    p.softcap = softcap;
+    p.causal = causal;
+    if (align == "top_left") {
+      p.align = xattn::CausalAlign::kTopLeft;
+    } else if (align == "bottom_right") {
+      p.align = xattn::CausalAlign::kBottomRight;
+    } else {
+      throw xattn::Error("align: must be 'top_left' or 'bottom_right', got '" + align + "'");
+    }
+    p.window = {window_left, window_right};
+    p.kv_lens = kv_lens;
+    p.q_lens = q_lens;
+    p.mask = to_view(mask, "mask");
+    p.num_threads = num_threads;
+    return p;
+  }
+};
+
+xattn::AttentionOutputs to_outputs(const ArraySpec& out, const OptionalArray& lse,
+                                   const OptionalArray& weights) {
+  return {to_mutable(out, "out"), to_mutable(lse, "lse"), to_mutable(weights, "weights")};
+}
+
+void attention(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v, const Params& params,
+               const ArraySpec& out, const OptionalArray& lse, const OptionalArray& weights) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
+  const xattn::AttentionParams p = params.view();
+  const xattn::AttentionOutputs o = to_outputs(out, lse, weights);
+  // The arrays are only borrowed: the Python caller holds references to all of them.
+  py::gil_scoped_release release;
+  xattn::attention(qv, kv, vv, p, o);
+}
+
+void attention_varlen(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
+                      const std::vector<int64_t>& cu_seqlens_q,
+                      const std::vector<int64_t>& cu_seqlens_k, const Params& params,
+                      const ArraySpec& out, const OptionalArray& lse, const OptionalArray& weights) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
+  const xattn::AttentionParams p = params.view();
+  const xattn::AttentionOutputs o = to_outputs(out, lse, weights);
+  py::gil_scoped_release release;
+  xattn::attention_varlen(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, p, o);
+}
+
+void merge(const ArraySpec& out_a, const ArraySpec& lse_a, const ArraySpec& out_b,
+           const ArraySpec& lse_b, const ArraySpec& out, const ArraySpec& lse) {
+  const xattn::TensorView oa = to_view(out_a, "out_a"), la = to_view(lse_a, "lse_a");
+  const xattn::TensorView ob = to_view(out_b, "out_b"), lb = to_view(lse_b, "lse_b");
+  const xattn::MutableTensorView o = to_mutable(out, "out"), l = to_mutable(lse, "lse");
+  py::gil_scoped_release release;
+  xattn::merge(oa, la, ob, lb, o, l);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_xattn, m) {
+  m.doc() = "Low-level binding of the xattn C++ API; use the `xattn` package instead.";
+  py::register_exception<xattn::Error>(m, "Error", PyExc_ValueError);
+
+  py::class_<Params>(m, "Params", "Options of one attention call (see xattn/params.h).")
+      .def(py::init<>())
+      .def_readwrite("scale", &Params::scale)
+      .def_readwrite("softcap", &Params::softcap)
+      .def_readwrite("causal", &Params::causal)
+      .def_readwrite("align", &Params::align)
+      .def_readwrite("window_left", &Params::window_left)
+      .def_readwrite("window_right", &Params::window_right)
+      .def_readwrite("kv_lens", &Params::kv_lens)
+      .def_readwrite("q_lens", &Params::q_lens)
+      .def_readwrite("mask", &Params::mask)
+      .def_readwrite("num_threads", &Params::num_threads);
+
+  m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("params"),
+        py::arg("out"), py::arg("lse"), py::arg("weights"),
+        "Dense attention into preallocated outputs; arrays are (ptr, dtype, shape, strides).");
+  m.def("attention_varlen", &attention_varlen, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("params"), py::arg("out"),
+        py::arg("lse"), py::arg("weights"),
+        "Packed variable-length attention into preallocated outputs.");
+  m.def("merge", &merge, py::arg("out_a"), py::arg("lse_a"), py::arg("out_b"), py::arg("lse_b"),
+        py::arg("out"), py::arg("lse"),
+        "Merges two partial results over disjoint keys into preallocated outputs.");
+
+  m.def("version", &xattn::version, "The library version string.");
+  m.def("simd_target", &xattn::simd_target, "The SIMD target the kernels dispatch to now.");
+  m.def("available_simd_targets", &xattn::available_simd_targets,
+        "SIMD targets compiled in and supported by this CPU, best first.");
+  m.def("force_simd_target", &xattn::force_simd_target, py::arg("name"),
+        "Restricts dispatch to one target; '' restores the default.");
+  m.def("default_num_threads", &xattn::default_num_threads,
+        "Threads a call with num_threads=0 uses.");
+}

@@ -1,0 +1,55 @@
+"""xattn: fused cross-attention on the CPU.
+
+One kernel computes softmax(scale * q @ k^T + mask) @ v in a single pass with float32 accumulation,
+for numpy arrays and CPU torch tensors (torch is optional), read in place whatever their strides.
+
+    out = xattn.attention(q, k, v, causal=True)                # [B, H, L, D] arrays or tensors
+    out = xattn.scaled_dot_product_attention(q, k, v)         # torch's function, drop-in
+
+Invalid shapes raise ValueError (xattn.Error), wrong types TypeError.
+"""
+
+from . import _xattn
+from ._attention import attention, attention_varlen, merge
+from ._sdpa import scaled_dot_product_attention
+
+Error = _xattn.Error
+Error.__doc__ = """Invalid arguments (shapes, lengths, options); a ValueError whose message names the
+argument, e.g. "k: dim 3 (D) must equal q's D = 64, got 32". Raised before anything is written."""
+
+
+def version():
+    """The library version, e.g. "0.1.0"."""
+    return _xattn.version()
+
+
+def simd_target():
+    """The SIMD target the kernels dispatch to now, e.g. "AVX3_DL" or "AVX2"."""
+    return _xattn.simd_target()
+
+
+def available_simd_targets():
+    """The SIMD targets compiled in that this CPU can run, best first."""
+    return _xattn.available_simd_targets()
+
+
+def force_simd_target(name):
+    """Restricts dispatch to one target from available_simd_targets(); "" restores the default.
+
+    For tests and benchmarks. Not thread-safe: call it between computations. An unknown name
+    raises ValueError.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str, got {type(name).__name__}")
+    _xattn.force_simd_target(name)
+
+
+def default_num_threads():
+    """The number of threads a call with num_threads=0 uses."""
+    return _xattn.default_num_threads()
+
+
+__version__ = version()
+__all__ = ["attention", "attention_varlen", "merge", "scaled_dot_product_attention", "version",
+           "simd_target", "available_simd_targets", "force_simd_target", "default_num_threads",
+           "Error"]
