@@ -49,9 +49,21 @@ struct ItemState {
   int64_t br = 0;    // rows rounded up to whole vectors
   float *qt, *st, *acct, *kbuf, *vbuf, *row_buf, *out_buf;
   float *m, *l, *alpha, *lo, *hi;
-  std::vector<int64_t> row_i, row_h;  // per row: query index within the sequence, query head
-  std::vector<core::KeyRange> range;
+  int64_t *row_i, *row_h;  // per row: query index within the sequence, query head
+  core::KeyRange* range;   // per row: visible keys
   int64_t inter_lo = 0, inter_hi = 0;  // keys every row sees (for the mask-free test)
+
+  void carve(core::Carver& c) {
+    const int64_t D = p->head_dim, Dv = p->value_dim, K = kKeysPerTile;
+    const int64_t row_len = std::max({D, Dv, K});
+    qt = c.take<float>(D * br), st = c.take<float>(K * br), acct = c.take<float>(Dv * br);
+    kbuf = c.take<float>(K * round_up(D, 16)), vbuf = c.take<float>(K * round_up(Dv, 16));
+    row_buf = c.take<float>(row_len), out_buf = c.take<float>(row_len);
+    m = c.take<float>(br), l = c.take<float>(br), alpha = c.take<float>(br);
+    lo = c.take<float>(br), hi = c.take<float>(br);
+    row_i = c.take<int64_t>(br), row_h = c.take<int64_t>(br);
+    range = c.take<core::KeyRange>(br);
+  }
 };
 
 void setup_item(const Problem& p, const WorkItem& w, int64_t br, ItemState& s) {
@@ -61,23 +73,11 @@ void setup_item(const Problem& p, const WorkItem& w, int64_t br, ItemState& s) {
   s.kv_head = w.kv_head;
   s.rows = w.row_end - w.row_begin;
   s.br = br;
-  const int64_t D = p.head_dim, Dv = p.value_dim, K = kKeysPerTile;
-  const int64_t row_len = round_up(std::max({D, Dv, K}), 16);
-  const int64_t sizes[] = {D * br, K * br, Dv * br, K * round_up(D, 16), K * round_up(Dv, 16),
-                           row_len, row_len, br, br, br, br, br};
-  int64_t total = 0;
-  for (int64_t n : sizes) total += round_up(n, 16);
-  float* base = core::ScratchArena::for_this_thread().floats(total);
-  float** slots[] = {&s.qt, &s.st, &s.acct, &s.kbuf, &s.vbuf,
-                     &s.row_buf, &s.out_buf, &s.m, &s.l, &s.alpha, &s.lo, &s.hi};
-  for (size_t i = 0; i < std::size(sizes); ++i) {
-    *slots[i] = base;
-    base += round_up(sizes[i], 16);
-  }
+  core::Carver measure(nullptr);
+  s.carve(measure);
+  core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
+  s.carve(carver);
   const int64_t G = p.group_size();
-  s.row_i.resize(s.rows);
-  s.row_h.resize(s.rows);
-  s.range.resize(s.rows);
   s.inter_lo = 0;
   s.inter_hi = s.seq->kv_len;
   for (int64_t r = 0; r < s.rows; ++r) {
