@@ -50,8 +50,7 @@ WorkPlan plan_work(const Problem& p, TileShape tile, int num_threads) {
     }
     const int64_t tiles_per_split = ceil_div(key_tiles, s);
     const int64_t slot = plan.partial_slots;
-    int32_t count = 0;
-    for (int64_t k0 = t.key_begin; k0 < t.key_end; k0 += tiles_per_split * tile.keys) ++count;
+    const auto count = static_cast<int32_t>(ceil_div(key_tiles, tiles_per_split));
     int32_t index = 0;
     for (int64_t k0 = t.key_begin; k0 < t.key_end; k0 += tiles_per_split * tile.keys) {
       WorkItem w = t;
