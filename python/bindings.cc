@@ -77,6 +77,7 @@ struct Params {
   std::vector<int64_t> kv_lens;
   std::vector<int64_t> q_lens;
   OptionalArray mask;
+  bool bf16_probabilities = false;
   int num_threads = 0;
 
   // The returned value points into *this; it must not outlive it.
@@ -96,6 +97,7 @@ struct Params {
     p.kv_lens = kv_lens;
     p.q_lens = q_lens;
     p.mask = to_view(mask, "mask");
+    p.bf16_probabilities = bf16_probabilities;
     p.num_threads = num_threads;
     return p;
   }
@@ -153,6 +155,7 @@ PYBIND11_MODULE(_xattn, m) {
       .def_readwrite("kv_lens", &Params::kv_lens)
       .def_readwrite("q_lens", &Params::q_lens)
       .def_readwrite("mask", &Params::mask)
+      .def_readwrite("bf16_probabilities", &Params::bf16_probabilities)
       .def_readwrite("num_threads", &Params::num_threads);
 
   m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("params"),

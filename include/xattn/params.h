@@ -36,6 +36,12 @@ struct AttentionParams {
   // [B, Hq, Lq, Lk]. Bool: true = may attend. f32/f16/bf16: added to the score (-inf = masked).
   TensorView mask;
 
+  // Lets bf16 inputs round the probabilities to bf16 before they weight V, as FlashAttention
+  // and PyTorch's CPU kernel do; with AVX-512 BF16, P·V then runs at twice the f32 rate. It
+  // adds at most 2⁻⁹·Σ_j p_j·|v_j| ≤ 2⁻⁹·max|V| to an output element. Off by default: every
+  // dtype then gets f32 arithmetic throughout. Other dtypes ignore it.
+  bool bf16_probabilities = false;
+
   int num_threads = 0;  // 0: OpenMP's default
 };
 

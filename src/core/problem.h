@@ -46,6 +46,7 @@ struct Problem {
   bool causal = false;
   bool bottom_right = false;
   int64_t window_left = -1, window_right = -1;
+  bool bf16_probabilities = false;
   int num_threads = 1;
 
   int64_t group_size() const { return heads_q / heads_kv; }

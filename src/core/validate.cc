@@ -148,6 +148,7 @@ void fill_common_params(Problem& p, const AttentionParams& params) {
   p.window_left = params.window.left;
   p.window_right = params.window.right;
   p.num_threads = params.num_threads;
+  p.bf16_probabilities = params.bf16_probabilities;
 }
 
 void check_inputs_dtypes(const TensorView& q, const TensorView& k, const TensorView& v) {

@@ -22,9 +22,10 @@
 #include "hwy/highway.h"
 #include "kernels/convert-inl.h"
 #include "kernels/forward.h"
-#include "kernels/score_tile-inl.h"
-#include "kernels/tile_kernels-inl.h"
+#include "kernels/dim_lanes-inl.h"
+#include "kernels/row_lanes-inl.h"
 #include "kernels/vector_exp-inl.h"
+#include "kernels/work_item-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace xattn::kernels::HWY_NAMESPACE {
@@ -35,159 +36,19 @@ using core::Problem;
 using core::WorkItem;
 
 constexpr int kMaxRowVecs = 4;
-constexpr int64_t kKeysPerTile = 64;
 
-int64_t lanes() { return static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-// Everything one work item touches, carved from the thread's arena.
-struct ItemState {
-  const Problem* p = nullptr;
-  const core::Sequence* seq = nullptr;
-  int64_t b = 0, kv_head = 0;
-  int64_t rows = 0;  // valid rows; lanes beyond them are padding
-  int64_t br = 0;    // rows rounded up to whole vectors
-  float *qt, *st, *acct, *kbuf, *vbuf, *row_buf, *out_buf;
-  float *m, *l, *alpha, *lo, *hi;
-  int64_t *row_i, *row_h;  // per row: query index within the sequence, query head
-  core::KeyRange* range;   // per row: visible keys
-  int64_t inter_lo = 0, inter_hi = 0;  // keys every row sees (for the mask-free test)
-
-  void carve(core::Carver& c) {
-    const int64_t D = p->head_dim, Dv = p->value_dim, K = kKeysPerTile;
-    const int64_t row_len = std::max({D, Dv, K});
-    qt = c.take<float>(D * br), st = c.take<float>(K * br), acct = c.take<float>(Dv * br);
-    kbuf = c.take<float>(K * round_up(D, 16)), vbuf = c.take<float>(K * round_up(Dv, 16));
-    row_buf = c.take<float>(row_len), out_buf = c.take<float>(row_len);
-    m = c.take<float>(br), l = c.take<float>(br), alpha = c.take<float>(br);
-    lo = c.take<float>(br), hi = c.take<float>(br);
-    row_i = c.take<int64_t>(br), row_h = c.take<int64_t>(br);
-    range = c.take<core::KeyRange>(br);
-  }
-};
-
-void setup_item(const Problem& p, const WorkItem& w, int64_t br, ItemState& s) {
-  s.p = &p;
-  s.seq = &p.sequences[w.seq];
-  s.b = w.seq;
-  s.kv_head = w.kv_head;
-  s.rows = w.row_end - w.row_begin;
-  s.br = br;
-  core::Carver measure(nullptr);
-  s.carve(measure);
-  core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
-  s.carve(carver);
-  const int64_t G = p.group_size();
-  s.inter_lo = 0;
-  s.inter_hi = s.seq->kv_len;
-  for (int64_t r = 0; r < s.rows; ++r) {
-    const int64_t flat = w.row_begin + r;
-    s.row_i[r] = flat / G;
-    s.row_h[r] = w.kv_head * G + flat % G;
-    s.range[r] = core::visible_keys(p, *s.seq, s.row_i[r]);
-    s.inter_lo = std::max(s.inter_lo, s.range[r].lo);
-    s.inter_hi = std::min(s.inter_hi, s.range[r].hi);
-  }
-}
-
-// Qt[d][r] = scale · Q[b, h_r, i_r, d]; padding rows are zero.
-void pack_queries(ItemState& s) {
-  const Problem& p = *s.p;
-  const int64_t D = p.head_dim;
-  std::fill(s.qt, s.qt + D * s.br, 0.0f);
-  for (int64_t r = 0; r < s.rows; ++r) {
-    const int64_t off = p.q.offset(s.b, s.row_h[r], s.seq->q_start + s.row_i[r], 0);
-    convert_row(core::element_ptr(p.q.data, p.q.dtype, off), p.q.dtype, p.q.stride[3], D,
-                s.row_buf);
-    for (int64_t d = 0; d < D; ++d) s.qt[d * s.br + r] = p.scale * s.row_buf[d];
-  }
-}
-
-struct Rows {
-  const float* data;
-  int64_t ld;  // elements between consecutive rows
-};
-
-// Rows c0 .. c0+nk of K or V of this item's kv head, as f32: in place when they already are
-// f32 with unit element stride, otherwise converted into `buf`.
-Rows key_rows(const ItemState& s, const Operand& t, int64_t width, int64_t c0, int64_t nk,
-              float* buf) {
-  const int64_t off = t.offset(s.b, s.kv_head, s.seq->kv_start + c0, 0);
-  if (t.dtype == DType::kF32 && t.stride[3] == 1)
-    return {static_cast<const float*>(t.data) + off, t.stride[2]};
-  const int64_t ld = round_up(width, 16);
-  for (int64_t c = 0; c < nk; ++c)
-    convert_row(core::element_ptr(t.data, t.dtype, off + c * t.stride[2]), t.dtype, t.stride[3],
-                width, buf + c * ld);
-  return {buf, ld};
-}
-
-enum class TileKind { kSkip, kInterior, kBoundary };
-
-TileKind classify_tile(const ItemState& s, int64_t c0, int64_t c1) {
-  bool any = false;
-  for (int64_t r = 0; r < s.rows; ++r)
-    any |= s.range[r].lo < c1 && s.range[r].hi > c0;
-  if (!any) return TileKind::kSkip;
-  const bool interior = !s.p->mask.present() && c0 >= s.inter_lo && c1 <= s.inter_hi;
-  return interior ? TileKind::kInterior : TileKind::kBoundary;
-}
-
-// Boundary tiles: keys outside each row's interval become -inf, then the dense mask applies
-// (bool false or float -inf masks a key; other floats are added to visible scores).
-template <int kRowVecs>
-void mask_tile(ItemState& s, int64_t c0, int64_t nk) {
-  const int64_t lim = nk + 1;
-  for (int64_t r = 0; r < s.br; ++r) {
-    const bool valid = r < s.rows;
-    s.lo[r] = valid ? static_cast<float>(std::clamp<int64_t>(s.range[r].lo - c0, -1, lim)) : 0.0f;
-    s.hi[r] = valid ? static_cast<float>(std::clamp<int64_t>(s.range[r].hi - c0, -1, lim)) : 0.0f;
-  }
-  range_mask_tile<kRowVecs>(s.st, s.br, nk, s.lo, s.hi);
-  const Operand& mask = s.p->mask;
-  if (!mask.present()) return;
-  for (int64_t r = 0; r < s.rows; ++r) {
-    const int64_t off = mask.offset(s.b, s.row_h[r], s.row_i[r], c0);
-    core::load_mask_row(core::element_ptr(mask.data, mask.dtype, off), mask.dtype, mask.stride[3],
-                        nk, s.row_buf);
-    for (int64_t c = 0; c < nk; ++c) {
-      float& score = s.st[c * s.br + r];
-      if (score == -__builtin_inff()) continue;
-      const float add = s.row_buf[c];
-      score = add == -__builtin_inff() ? add : score + add;
-    }
-  }
-}
-
-// St = scores of keys c0 .. c0+nk for every row, transformed and (boundary) masked.
-template <int kRowVecs>
-void score_tile(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
-  const Problem& p = *s.p;
-  const Rows k = key_rows(s, p.k, p.head_dim, c0, nk, s.kbuf);
-  qk_tile<kRowVecs>(s.qt, s.br, k.data, k.ld, nk, p.head_dim, s.st);
-  if (p.softcap > 0) softcap_tile<kRowVecs>(s.st, s.br, nk, p.softcap);
-  if (kind == TileKind::kBoundary) mask_tile<kRowVecs>(s, c0, nk);
-}
-
-// The online-softmax pass over this item's keys; leaves m, l and AccT in the item state.
-template <int kRowVecs>
+// The online-softmax pass over this item's keys, in the layout `Tiles`; leaves m, l and the
+// accumulator in the item state.
+template <class Tiles>
 void accumulate(ItemState& s, const WorkItem& w) {
-  const Problem& p = *s.p;
-  const int64_t Dv = p.value_dim;
-  std::fill(s.m, s.m + s.br, -__builtin_inff());
-  std::fill(s.l, s.l + s.br, 0.0f);
-  std::fill(s.acct, s.acct + Dv * s.br, 0.0f);
+  Tiles::begin(s);
   for (int64_t c0 = w.key_begin; c0 < w.key_end; c0 += kKeysPerTile) {
     const int64_t nk = std::min(kKeysPerTile, w.key_end - c0);
     const TileKind kind = classify_tile(s, c0, c0 + nk);
     if (kind == TileKind::kSkip) continue;
-    score_tile<kRowVecs>(s, c0, nk, kind);
-    online_softmax_tile<kRowVecs>(s.st, s.br, nk, s.m, s.l, s.alpha);
-    const Rows v = key_rows(s, p.v, Dv, c0, nk, s.vbuf);
-    if (kind == TileKind::kBoundary)
-      pv_tile<kRowVecs, true>(s.acct, s.br, s.alpha, s.st, v.data, v.ld, nk, Dv);
-    else
-      pv_tile<kRowVecs, false>(s.acct, s.br, s.alpha, s.st, v.data, v.ld, nk, Dv);
+    Tiles::scores(s, c0, nk, kind);
+    Tiles::softmax(s, nk);
+    Tiles::weighted_sum(s, c0, nk, kind);
   }
 }
 
@@ -210,25 +71,24 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, const cor
     static_cast<float*>(const_cast<void*>(p.lse.data))[p.lse.offset(s.b, h, i, 0)] = lse;
 }
 
-template <int kRowVecs>
+template <class Tiles>
 void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials) {
   ItemState s;
-  setup_item(p, w, kRowVecs * lanes(), s);
-  pack_queries(s);
-  accumulate<kRowVecs>(s, w);
+  setup_item(p, w, Tiles::padded_rows(w.row_end - w.row_begin), s);
+  Tiles::pack_queries(s);
+  accumulate<Tiles>(s, w);
   const int64_t Dv = p.value_dim;
   if (w.num_splits > 1) {
     float* slot = partials.slot(w.partial_slot + w.split);
     for (int64_t r = 0; r < s.rows; ++r) {
       slot[r] = s.m[r];
       slot[partials.rows + r] = s.l[r];
-      float* acc = slot + 2 * partials.rows + r * Dv;
-      for (int64_t e = 0; e < Dv; ++e) acc[e] = s.acct[e * s.br + r];
+      Tiles::acc_row(s, r, slot + 2 * partials.rows + r * Dv);
     }
     return;
   }
   for (int64_t r = 0; r < s.rows; ++r) {
-    for (int64_t e = 0; e < Dv; ++e) s.row_buf[e] = s.acct[e * s.br + r];
+    Tiles::acc_row(s, r, s.row_buf);
     store_result_row(p, s, r, {s.m[r], s.l[r]}, s.row_buf, s.out_buf);
   }
 }
@@ -251,12 +111,13 @@ void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& part
 }
 
 // The probabilities output: a second pass that recomputes each score tile and normalises it
-// with the row's final log-sum-exp, p = e^(s - lse). Unseen keys get 0.
-template <int kRowVecs>
+// with the row's final log-sum-exp, p = e^(s - lse). Unseen keys get 0. It uses the layout
+// of the first pass, whose scores (summed in the same order) gave the lse.
+template <class Tiles>
 void weights_item(const Problem& p, const WorkItem& w) {
   ItemState s;
-  setup_item(p, w, kRowVecs * lanes(), s);
-  pack_queries(s);
+  setup_item(p, w, Tiles::padded_rows(w.row_end - w.row_begin), s);
+  Tiles::pack_queries(s);
   const Operand& W = p.weights;
   void* wdata = const_cast<void*>(W.data);
   std::fill(s.row_buf, s.row_buf + kKeysPerTile, 0.0f);
@@ -274,10 +135,10 @@ void weights_item(const Problem& p, const WorkItem& w) {
     const int64_t nk = std::min(kKeysPerTile, w.key_end - c0);
     const TileKind kind = classify_tile(s, c0, c0 + nk);
     if (kind == TileKind::kSkip) continue;
-    score_tile<kRowVecs>(s, c0, nk, kind);
-    normalized_probabilities_tile<kRowVecs>(s.st, s.br, nk, s.alpha);
+    Tiles::scores(s, c0, nk, kind);
+    Tiles::normalized_probabilities(s, nk);
     for (int64_t r = 0; r < s.rows; ++r) {
-      for (int64_t c = 0; c < nk; ++c) s.out_buf[c] = s.st[c * s.br + r];
+      Tiles::score_row(s, r, nk, s.out_buf);
       const int64_t off = W.offset(s.b, s.row_h[r], s.seq->q_start + s.row_i[r], c0);
       core::store_row(s.out_buf, nk, core::element_ptr(wdata, W.dtype, off), W.dtype, W.stride[3]);
     }
@@ -308,13 +169,26 @@ void zero_inactive_rows(const Problem& p) {
   }
 }
 
-// Picks the row-vector count (a compile-time constant of the micro-kernels) for an item.
+// Calls fn(RowLanes<vecs>()) with the row-vector count (a compile-time constant of the
+// micro-kernels) for an item's rows.
 template <class Fn>
-void with_row_vecs(const WorkItem& w, const Fn& fn) {
-  const int64_t vecs = (w.row_end - w.row_begin + lanes() - 1) / lanes();
-  if (vecs <= 1) fn(std::integral_constant<int, 1>());
-  else if (vecs <= 2) fn(std::integral_constant<int, 2>());
-  else fn(std::integral_constant<int, kMaxRowVecs>());
+void with_row_lanes(int64_t rows, const Fn& fn) {
+  const int64_t vecs = (rows + lanes() - 1) / lanes();
+  if (vecs <= 1) fn(RowLanes<1>());
+  else if (vecs <= 2) fn(RowLanes<2>());
+  else fn(RowLanes<kMaxRowVecs>());
+}
+
+// Picks the layout for an item: rows in lanes when they fill at least half a vector, else
+// head dimensions in lanes, for 1, 2, 4 or 8 rows.
+template <class Fn>
+void with_tiles(const WorkItem& w, const Fn& fn) {
+  const int64_t rows = w.row_end - w.row_begin;
+  if (2 * rows > lanes()) return with_row_lanes(rows, fn);
+  if (rows <= 1) fn(DimLanes<1>());
+  else if (rows <= 2) fn(DimLanes<2>());
+  else if (rows <= 4) fn(DimLanes<4>());
+  else fn(DimLanes<8>());
 }
 
 }  // namespace
@@ -339,7 +213,7 @@ void Forward(const Problem& problem) {
   const PartialStates partials{partial_buffer.data(), tile.rows, p.value_dim};
   core::parallel_for(static_cast<int64_t>(plan.items.size()), threads, [&](int64_t i) {
     const WorkItem& w = plan.items[i];
-    with_row_vecs(w, [&](auto vecs) { run_item<decltype(vecs)::value>(p, w, partials); });
+    with_tiles(w, [&](auto tiles) { run_item<decltype(tiles)>(p, w, partials); });
   });
   core::parallel_for(static_cast<int64_t>(plan.merges.size()), threads,
                      [&](int64_t i) { merge_splits(p, plan.merges[i], partials); });
@@ -348,7 +222,7 @@ void Forward(const Problem& problem) {
     const core::WorkPlan rows_only = core::plan_work(p, tile, 1);
     core::parallel_for(static_cast<int64_t>(rows_only.items.size()), threads, [&](int64_t i) {
       const WorkItem& w = rows_only.items[i];
-      with_row_vecs(w, [&](auto vecs) { weights_item<decltype(vecs)::value>(p, w); });
+      with_tiles(w, [&](auto tiles) { weights_item<decltype(tiles)>(p, w); });
     });
   }
 }

@@ -53,6 +53,7 @@ struct RandomCase {
   std::vector<double> mask_values;  // row-major over mask_shape (bool: 0 or 1)
   bool default_scale = true;
   bool want_lse = true, want_weights = false;
+  bool bf16_probabilities = false;  // AttentionParams::bf16_probabilities
   int threads = 1;
   std::string describe() const;
 };

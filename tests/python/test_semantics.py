@@ -224,3 +224,23 @@ def test_import_does_not_import_torch():
     code = "import sys, xattn; assert 'torch' not in sys.modules"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_probabilities_stay_within_their_documented_bound(causal):
+    """Opt-in bf16 weights: each weight is rounded to bf16 (2^-9 relative), so an output moves by
+    at most 2^-9 * max|v| from the float64 result (plus the bf16 output's own rounding, 2^-9 of
+    the value, and f32 arithmetic). Without the option the error stays f32-sized."""
+    q, k, v = (randn(1, 4, 200, 64, dtype=torch.bfloat16, seed=s) for s in (1, 2, 3))
+    want = oracle.attention(to_f64(q), to_f64(k), to_f64(v), causal=causal)[0]
+    max_v = to_f64(v).abs().max()
+    fast = to_f64(xattn.attention(q, k, v, causal=causal, bf16_probabilities=True))
+    exact = to_f64(xattn.attention(q.float(), k.float(), v.float(), causal=causal))
+    assert (fast - want).abs().max() <= 2**-9 * max_v + 2**-9 * want.abs().max() + 1e-5 * max_v
+    assert (exact - want).abs().max() <= 1e-5 * max_v
+
+
+def test_bf16_probabilities_must_be_a_bool():
+    q = randn(1, 1, 4, 8, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bf16_probabilities"):
+        xattn.attention(q, q, q, bf16_probabilities=1)

@@ -1,0 +1,252 @@
+// The layout for few rows, such as a decoder step (Lq·G of a few rows): vectors run along the
+// head dimension for Q, K, V and the accumulator, and along the keys for the scores:
+//   q   [R][D']   scaled queries, rows padded with zeros to whole vectors (D')
+//   K   [nk][D']  key rows, in place or converted
+//   S   [R][64]   scores, later probabilities, of this key tile
+//   V   [nk][Dv'] value rows, in place or converted
+//   acc [R][Dv']  running Σ p·v
+// Every lane does useful work however few rows there are, so K and V stream at memory speed.
+// The price is a horizontal sum per score, paid once per N keys by a transpose-and-add tree.
+
+#if defined(XATTN_KERNELS_DIM_LANES_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XATTN_KERNELS_DIM_LANES_INL_H_
+#undef XATTN_KERNELS_DIM_LANES_INL_H_
+#else
+#define XATTN_KERNELS_DIM_LANES_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstdint>
+
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+#include "kernels/tile_kernels-inl.h"
+#include "kernels/vector_exp-inl.h"
+#include "kernels/work_item-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xattn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Lane c of the result = the sum of the lanes of v[c], for N = MaxLanes vectors v[0..N).
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V sum_each(D d, const V* v) {
+  constexpr size_t N = hn::MaxLanes(D());
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (N == 4 || N == 8 || (N == 16 && HWY_TARGET <= HWY_AVX3)) {
+    // Within each 128-bit block: four vectors become one holding their four block sums.
+    const hn::RepartitionToWide<D> dd;
+    auto pair = [&](V a, V b) {  // per block: a0+a2, b0+b2, a1+a3, b1+b3
+      return hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
+    };
+    auto quad = [&](const V* x) {
+      const auto ab = hn::BitCast(dd, pair(x[0], x[1])), ce = hn::BitCast(dd, pair(x[2], x[3]));
+      return hn::Add(hn::BitCast(d, hn::InterleaveLower(dd, ab, ce)),
+                     hn::BitCast(d, hn::InterleaveUpper(dd, ab, ce)));
+    };
+    if constexpr (N == 4) return quad(v);
+    // Then across blocks: the two halves first ...
+    auto halves = [&](V lo, V hi) {
+      return hn::Add(hn::ConcatLowerLower(d, hi, lo), hn::ConcatUpperUpper(d, hi, lo));
+    };
+    if constexpr (N == 8) return halves(quad(v), quad(v + 4));
+#if HWY_TARGET <= HWY_AVX3
+    // ... then, with four blocks, neighbouring blocks: x0 holds [q0 b0+b2, q0 b1+b3, q1 b0+b2,
+    // q1 b1+b3] for the quads q0, q1 of v[0..8); x1 likewise for v[8..16).
+    const V x0 = halves(quad(v), quad(v + 4)), x1 = halves(quad(v + 8), quad(v + 12));
+    const V even{_mm512_shuffle_f32x4(x0.raw, x1.raw, _MM_SHUFFLE(2, 0, 2, 0))};
+    const V odd{_mm512_shuffle_f32x4(x0.raw, x1.raw, _MM_SHUFFLE(3, 1, 3, 1))};
+    return hn::Add(even, odd);
+#endif
+  }
+#endif
+  {
+    alignas(64) float sums[N];
+    for (size_t c = 0; c < N; ++c) sums[c] = hn::GetLane(hn::SumOfLanes(d, v[c]));
+    return hn::Load(d, sums);
+  }
+}
+
+// S[c] = Σ_d q[d] · K[c][d] for c < nk, with q and the K rows `dvecs` whole vectors long.
+// `next` prefetches the next tile's key rows, when given.
+HWY_INLINE void qk_row(const float* HWY_RESTRICT q, int64_t dvecs, const float* HWY_RESTRICT k,
+                       int64_t ldk, int64_t nk, float* HWY_RESTRICT s, const NextTileRows* next) {
+  const DF df;
+  constexpr int64_t N = hn::MaxLanes(DF());
+  for (int64_t c0 = 0; c0 < nk; c0 += N) {
+    const int64_t n = std::min(N, nk - c0);
+    const float* kblock = k + c0 * ldk;
+    VF acc[N];
+    for (int64_t c = 0; c < N; ++c) acc[c] = hn::Zero(df);
+    // Key by key, so K streams through memory in order.
+    for (int64_t c = 0; c < n; ++c) {
+      if (next) next->prefetch(c0 + c);
+      for (int64_t j = 0; j < dvecs; ++j)
+        acc[c] = hn::MulAdd(hn::Load(df, q + j * N), hn::LoadU(df, kblock + c * ldk + j * N), acc[c]);
+    }
+    hn::Store(sum_each(df, acc), df, s + c0);
+  }
+}
+
+// Keys outside [lo, hi) of one row of scores become -inf (n whole vectors).
+HWY_INLINE void limit_keys(float* HWY_RESTRICT s, int64_t n, float lo, float hi) {
+  const DF df;
+  const int64_t N = lanes();
+  const VF neg_inf = hn::Set(df, -__builtin_inff()), vlo = hn::Set(df, lo), vhi = hn::Set(df, hi);
+  for (int64_t c = 0; c < n; c += N) {
+    const VF key = hn::Iota(df, static_cast<float>(c));
+    const auto visible = hn::And(hn::Ge(key, vlo), hn::Lt(key, vhi));
+    hn::Store(hn::IfThenElse(visible, hn::Load(df, s + c), neg_inf), df, s + c);
+  }
+}
+
+template <int kRows>
+struct DimLanes {
+  static int64_t padded_rows(int64_t) { return kRows; }
+
+  static void pack_queries(ItemState& s) {
+    const int64_t D = s.p->head_dim, ld = padded(D);
+    std::fill(s.q, s.q + kRows * ld, 0.0f);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      const float* row = query_row(s, r);
+      for (int64_t d = 0; d < D; ++d) s.q[r * ld + d] = s.p->scale * row[d];
+    }
+  }
+
+  static void begin(ItemState& s) {
+    std::fill(s.m, s.m + kRows, -__builtin_inff());
+    std::fill(s.l, s.l + kRows, 0.0f);
+    std::fill(s.alpha, s.alpha + kRows, 0.0f);  // padding rows keep a zero accumulator
+    std::fill(s.acc, s.acc + kRows * padded(s.p->value_dim), 0.0f);
+    std::fill(s.scores, s.scores + kRows * kKeysPerTile, 0.0f);
+  }
+
+  // S = scores of keys c0 .. c0+nk for every row, transformed and masked; keys past nk and
+  // (boundary tiles) keys a row does not see become -inf.
+  static void scores(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
+    const core::Problem& p = *s.p;
+    const Rows k = key_rows(s, p.k, p.head_dim, c0, nk, s.kbuf, true);
+    const int64_t n = padded(nk), dvecs = padded(p.head_dim) / lanes();
+    if (kind == TileKind::kBoundary) relative_ranges(s, c0, nk);
+    const NextTileRows next(s, p.k, p.head_dim, c0 + kKeysPerTile);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      float* row = s.scores + r * kKeysPerTile;
+      qk_row(s.q + r * padded(p.head_dim), dvecs, k.data, k.ld, nk, row, r == 0 ? &next : nullptr);
+      if (p.softcap > 0) softcap(row, n, p.softcap);
+      if (kind == TileKind::kBoundary) {
+        limit_keys(row, n, s.lo[r], std::min(s.hi[r], static_cast<float>(nk)));
+        if (p.mask.present()) mask(s, r, c0, nk, row);
+      } else if (n != nk) {
+        limit_keys(row, n, 0.0f, static_cast<float>(nk));
+      }
+    }
+  }
+
+  // Per row: m' = max(m, max_c s_c), alpha = e^(m - m'), p_c = e^(s_c - m'), l' = alpha·l + Σ p.
+  // A row that has seen only -inf keeps m = -inf and takes 0 as its exponent base.
+  static void softmax(ItemState& s, int64_t nk) {
+    const DF df;
+    const int64_t N = lanes(), n = padded(nk);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      float* row = s.scores + r * kKeysPerTile;
+      VF vmax = hn::Set(df, -__builtin_inff());
+      for (int64_t c = 0; c < n; c += N) vmax = hn::Max(vmax, hn::Load(df, row + c));
+      const float m_old = s.m[r];
+      const float m_new = std::max(m_old, hn::GetLane(hn::MaxOfLanes(df, vmax)));
+      const VF base = hn::Set(df, m_new == -__builtin_inff() ? 0.0f : m_new);
+      VF sum = hn::Zero(df);
+      for (int64_t c = 0; c < n; c += N) {
+        const VF e = VectorExp(df, hn::Sub(hn::Load(df, row + c), base));
+        hn::Store(e, df, row + c);
+        sum = hn::Add(sum, e);
+      }
+      const float a = hn::GetLane(VectorExp(df, hn::Sub(hn::Set(df, m_old), base)));
+      s.l[r] = a * s.l[r] + hn::GetLane(hn::SumOfLanes(df, sum));
+      s.m[r] = m_new;
+      s.alpha[r] = a;
+    }
+  }
+
+  static void weighted_sum(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
+    const core::Problem& p = *s.p;
+    const Rows v = key_rows(s, p.v, p.value_dim, c0, nk, s.vbuf, true);
+    const NextTileRows next(s, p.v, p.value_dim, c0 + kKeysPerTile);
+    if (kind == TileKind::kBoundary) pv<true>(s, v, nk, next);
+    else pv<false>(s, v, nk, next);
+  }
+
+  // Weights output: p = e^(s - lse) with each row's lse in s.alpha (0 where lse = -inf).
+  static void normalized_probabilities(ItemState& s, int64_t nk) {
+    const DF df;
+    for (int64_t r = 0; r < s.rows; ++r) {
+      float* row = s.scores + r * kKeysPerTile;
+      const VF lse = hn::Set(df, s.alpha[r]);
+      for (int64_t c = 0; c < nk; c += lanes()) {
+        const VF p = VectorExp(df, hn::Sub(hn::Load(df, row + c), lse));
+        hn::Store(s.alpha[r] == -__builtin_inff() ? hn::Zero(df) : p, df, row + c);
+      }
+    }
+  }
+  static void score_row(const ItemState& s, int64_t r, int64_t nk, float* out) {
+    std::copy(s.scores + r * kKeysPerTile, s.scores + r * kKeysPerTile + nk, out);
+  }
+
+  static void acc_row(const ItemState& s, int64_t r, float* out) {
+    const float* row = s.acc + r * padded(s.p->value_dim);
+    std::copy(row, row + s.p->value_dim, out);
+  }
+
+ private:
+  static constexpr int kChunks = std::clamp((kVectorRegisters - 8) / kRows, 1, 8);
+
+  static void softcap(float* row, int64_t n, float cap) {
+    const DF df;
+    const VF c = hn::Set(df, cap), inv = hn::Set(df, 1.0f / cap);
+    for (int64_t i = 0; i < n; i += lanes())
+      hn::Store(hn::Mul(c, hn::Tanh(df, hn::Mul(hn::Load(df, row + i), inv))), df, row + i);
+  }
+
+  static void mask(ItemState& s, int64_t r, int64_t c0, int64_t nk, float* row) {
+    const DF df;
+    const float* add = mask_row(s, r, c0, nk);
+    std::fill(s.row_buf + nk, s.row_buf + padded(nk), 0.0f);
+    for (int64_t c = 0; c < nk; c += lanes())
+      hn::Store(apply_mask(df, hn::Load(df, row + c), hn::LoadU(df, add + c)), df, row + c);
+  }
+
+  // acc[r][e] = alpha[r]·acc[r][e] + Σ_c p[r][c]·V[c][e]     (einsum "rc,ce->re")
+  // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN
+  // (masked keys must not be read into the arithmetic).
+  template <bool kSkipZero>
+  static void pv(ItemState& s, const Rows& v, int64_t nk, const NextTileRows& next) {
+    const DF df;
+    constexpr int64_t N = hn::MaxLanes(DF());
+    const int64_t ld = padded(s.p->value_dim);
+    for_each_block<kChunks>(ld / N, [&](auto chunks, int64_t j0) {
+      constexpr int kC = decltype(chunks)::value;
+      VF acc[kRows][kC];
+      for (int r = 0; r < kRows; ++r) {
+        const VF a = hn::Set(df, s.alpha[r]);
+        for (int j = 0; j < kC; ++j) acc[r][j] = hn::Mul(a, hn::Load(df, s.acc + r * ld + (j0 + j) * N));
+      }
+      for (int64_t c = 0; c < nk; ++c) {
+        if (j0 == 0) next.prefetch(c);
+        VF vc[kC];
+        for (int j = 0; j < kC; ++j) vc[j] = hn::LoadU(df, v.data + c * v.ld + (j0 + j) * N);
+        for (int r = 0; r < kRows; ++r) {
+          const float pr = s.scores[r * kKeysPerTile + c];
+          if (kSkipZero && pr == 0.0f) continue;
+          const VF pv = hn::Set(df, pr);
+          for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(pv, vc[j], acc[r][j]);
+        }
+      }
+      for (int r = 0; r < kRows; ++r)
+        for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, s.acc + r * ld + (j0 + j) * N);
+    });
+  }
+};
+
+}  // namespace xattn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // XATTN_KERNELS_DIM_LANES_INL_H_

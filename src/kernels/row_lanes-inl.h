@@ -1,0 +1,144 @@
+// The layout for many rows: each vector lane is one query row (Qt [D][Br], St [nk][Br],
+// AccT [Dv][Br]). Every softmax step is vertical and K and V are read in their natural row
+// layout, one broadcast element at a time. It wastes lanes when a work item has few rows; those
+// go to dim_lanes-inl.h.
+
+#if defined(XATTN_KERNELS_ROW_LANES_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XATTN_KERNELS_ROW_LANES_INL_H_
+#undef XATTN_KERNELS_ROW_LANES_INL_H_
+#else
+#define XATTN_KERNELS_ROW_LANES_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstdint>
+
+#include "hwy/highway.h"
+#include "kernels/bf16_dot-inl.h"
+#include "kernels/score_tile-inl.h"
+#include "kernels/tile_kernels-inl.h"
+#include "kernels/work_item-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xattn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+template <int kVecs>
+struct RowLanes {
+  static constexpr int kRowVecs = kVecs;
+  static int64_t padded_rows(int64_t) { return kRowVecs * lanes(); }
+
+  // Qt[d][r] = scale · Q[b, h_r, i_r, d], or for bf16 dot products Qp[i][r] = the pair
+  // Q[.., 2i], Q[.., 2i+1] as bits (scaled later); padding rows are zero.
+  static void pack_queries(ItemState& s) {
+    const int64_t D = s.p->head_dim;
+    std::fill(s.q, s.q + D * s.br, 0.0f);
+    if (s.bf16_dot) return pack_query_pairs(s);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      const float* row = query_row(s, r);
+      for (int64_t d = 0; d < D; ++d) s.q[d * s.br + r] = s.p->scale * row[d];
+    }
+  }
+
+  static void begin(ItemState& s) {
+    std::fill(s.m, s.m + s.br, -__builtin_inff());
+    std::fill(s.l, s.l + s.br, 0.0f);
+    std::fill(s.acc, s.acc + s.p->value_dim * s.br, 0.0f);
+  }
+
+  // St = scores of keys c0 .. c0+nk for every row, transformed and (boundary) masked.
+  static void scores(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
+    const core::Problem& p = *s.p;
+    if (s.bf16_dot) {
+      const core::Operand& k = p.k;
+      const auto* rows = static_cast<const uint16_t*>(core::element_ptr(
+          k.data, k.dtype, k.offset(s.b, s.kv_head, s.seq->kv_start + c0, 0)));
+      pair_dot_tile<kRowVecs, false>(reinterpret_cast<const uint32_t*>(s.q), s.br,
+                                     {rows, k.stride[2], 2}, nk, p.head_dim / 2, nullptr, p.scale,
+                                     s.scores);
+    } else {
+      const Rows k = key_rows(s, p.k, p.head_dim, c0, nk, s.kbuf, false);
+      qk_tile<kRowVecs>(s.q, s.br, k.data, k.ld, nk, p.head_dim, s.scores);
+    }
+    if (p.softcap > 0) softcap_tile<kRowVecs>(s.scores, s.br, nk, p.softcap);
+    if (kind != TileKind::kBoundary) return;
+    relative_ranges(s, c0, nk);
+    range_mask_tile<kRowVecs>(s.scores, s.br, nk, s.lo, s.hi);
+    if (p.mask.present()) mask_tile(s, c0, nk);
+  }
+
+  static void softmax(ItemState& s, int64_t nk) {
+    online_softmax_tile<kRowVecs>(s.scores, s.br, nk, s.m, s.l, s.alpha);
+  }
+
+  static void weighted_sum(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
+    const core::Problem& p = *s.p;
+    const int64_t Dv = p.value_dim;
+    // Boundary tiles stay in f32: a masked key's zero weight must skip its value row.
+    if (s.bf16_pv && kind == TileKind::kInterior) return weighted_sum_bf16(s, c0, nk);
+    const Rows v = key_rows(s, p.v, Dv, c0, nk, s.vbuf, false);
+    if (kind == TileKind::kBoundary)
+      pv_tile<kRowVecs, true>(s.acc, s.br, s.alpha, s.scores, v.data, v.ld, nk, Dv);
+    else
+      pv_tile<kRowVecs, false>(s.acc, s.br, s.alpha, s.scores, v.data, v.ld, nk, Dv);
+  }
+
+  // Weights output: p = e^(s - lse) with each row's lse in s.alpha (0 where lse = -inf).
+  static void normalized_probabilities(ItemState& s, int64_t nk) {
+    normalized_probabilities_tile<kRowVecs>(s.scores, s.br, nk, s.alpha);
+  }
+  static void score_row(const ItemState& s, int64_t r, int64_t nk, float* out) {
+    for (int64_t c = 0; c < nk; ++c) out[c] = s.scores[c * s.br + r];
+  }
+
+  // Row r of the accumulator, Σ p·v, into `out`.
+  static void acc_row(const ItemState& s, int64_t r, float* out) {
+    for (int64_t e = 0; e < s.p->value_dim; ++e) out[e] = s.acc[e * s.br + r];
+  }
+
+ private:
+  static void weighted_sum_bf16(ItemState& s, int64_t c0, int64_t nk) {
+    const core::Problem& p = *s.p;
+    const core::Operand& v = p.v;
+    const int64_t ld = padded(p.value_dim);
+    auto* pp = reinterpret_cast<uint32_t*>(s.pairs);
+    auto* vp = reinterpret_cast<uint32_t*>(s.vbuf);
+    pack_probability_pairs(s.scores, s.br, nk, pp);
+    pack_value_pairs(static_cast<const uint16_t*>(core::element_ptr(
+                         v.data, v.dtype, v.offset(s.b, s.kv_head, s.seq->kv_start + c0, 0))),
+                     v.stride[2], nk, p.value_dim, vp, ld);
+    pair_dot_tile<kRowVecs, true>(pp, s.br, {reinterpret_cast<const uint16_t*>(vp), 2, 2 * ld},
+                                  p.value_dim, (nk + 1) / 2, s.alpha, 1.0f, s.acc);
+  }
+
+  static void pack_query_pairs(ItemState& s) {
+    const core::Operand& q = s.p->q;
+    auto* qp = reinterpret_cast<uint32_t*>(s.q);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      const auto* row = static_cast<const uint16_t*>(core::element_ptr(
+          q.data, q.dtype, q.offset(s.b, s.row_h[r], s.seq->q_start + s.row_i[r], 0)));
+      for (int64_t i = 0; i < s.p->head_dim / 2; ++i)
+        qp[i * s.br + r] = row[2 * i * q.stride[3]] | uint32_t{row[(2 * i + 1) * q.stride[3]]} << 16;
+    }
+  }
+
+  // The dense mask: its rows (row-major in memory) are gathered into a tile laid out like St,
+  // then applied a vector at a time.
+  static void mask_tile(ItemState& s, int64_t c0, int64_t nk) {
+    std::fill(s.mask_t, s.mask_t + nk * s.br, 0.0f);
+    for (int64_t r = 0; r < s.rows; ++r) {
+      const float* add = mask_row(s, r, c0, nk);
+      for (int64_t c = 0; c < nk; ++c) s.mask_t[c * s.br + r] = add[c];
+    }
+    const hn::ScalableTag<float> df;
+    for (int64_t i = 0; i < nk * s.br; i += lanes()) {
+      const auto score = hn::Load(df, s.scores + i);
+      hn::Store(apply_mask(df, score, hn::Load(df, s.mask_t + i)), df, s.scores + i);
+    }
+  }
+};
+
+}  // namespace xattn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // XATTN_KERNELS_ROW_LANES_INL_H_

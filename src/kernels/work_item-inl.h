@@ -1,0 +1,194 @@
+// One work item's state and the steps every tile layout shares: its rows and their visible key
+// ranges, scratch carved from the thread's arena, K/V rows as f32, tile classification and the
+// dense mask.
+
+#if defined(XATTN_KERNELS_WORK_ITEM_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef XATTN_KERNELS_WORK_ITEM_INL_H_
+#undef XATTN_KERNELS_WORK_ITEM_INL_H_
+#else
+#define XATTN_KERNELS_WORK_ITEM_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstdint>
+
+#include "core/convert.h"
+#include "core/partition.h"
+#include "core/problem.h"
+#include "core/scratch.h"
+#include "core/visibility.h"
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "kernels/bf16_dot-inl.h"
+#include "kernels/convert-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xattn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int64_t kKeysPerTile = 64;
+
+inline int64_t lanes() { return static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+// A row length rounded up to whole vectors.
+inline int64_t padded(int64_t n) { return round_up(n, lanes()); }
+
+// Everything one work item touches. The layouts (row_lanes-inl.h, dim_lanes-inl.h) decide
+// what q, scores and acc hold; each array is sized for either.
+struct ItemState {
+  const core::Problem* p = nullptr;
+  const core::Sequence* seq = nullptr;
+  int64_t b = 0, kv_head = 0;
+  int64_t rows = 0;  // valid rows; the layout may pad beyond them
+  int64_t br = 0;    // rows including padding
+  float *q, *scores, *acc, *kbuf, *vbuf, *row_buf, *out_buf;
+  float* mask_t = nullptr;  // a dense-mask tile shaped like scores, when there is a mask
+  float* pairs = nullptr;   // bf16 probability pairs, when P·V runs in bf16
+  float *m, *l, *alpha, *lo, *hi;
+  int64_t *row_i, *row_h;  // per row: query index within the sequence, query head
+  core::KeyRange* range;   // per row: visible keys
+  int64_t inter_lo = 0, inter_hi = 0;  // keys every row sees (for the mask-free test)
+  bool bf16_dot = false;  // Q·Kᵀ from bf16 pairs in place (bf16_dot-inl.h)
+  bool bf16_pv = false;   // and P·V from bf16 probabilities (interior tiles of many rows)
+
+  void carve(core::Carver& c) {
+    const int64_t D = padded(p->head_dim), Dv = padded(p->value_dim), K = kKeysPerTile;
+    const int64_t row_len = std::max({D, Dv, K});
+    q = c.take<float>(D * br), scores = c.take<float>(K * br), acc = c.take<float>(Dv * br);
+    kbuf = c.take<float>(K * D), vbuf = c.take<float>(K * Dv);
+    row_buf = c.take<float>(row_len), out_buf = c.take<float>(row_len);
+    m = c.take<float>(br), l = c.take<float>(br), alpha = c.take<float>(br);
+    lo = c.take<float>(br), hi = c.take<float>(br);
+    row_i = c.take<int64_t>(br), row_h = c.take<int64_t>(br);
+    range = c.take<core::KeyRange>(br);
+    if (p->mask.present()) mask_t = c.take<float>(K * br);
+    if (bf16_pv) pairs = c.take<float>(K / 2 * br);
+  }
+};
+
+inline void setup_item(const core::Problem& p, const core::WorkItem& w, int64_t br,
+                       ItemState& s) {
+  s.p = &p;
+  s.seq = &p.sequences[w.seq];
+  s.b = w.seq;
+  s.kv_head = w.kv_head;
+  s.rows = w.row_end - w.row_begin;
+  s.br = br;
+  s.bf16_dot = kHaveBf16Dot && p.q.dtype == DType::kBF16 && p.k.stride[3] == 1 &&
+               p.head_dim % 2 == 0 && cpu_has_bf16_dot();
+  s.bf16_pv = s.bf16_dot && p.bf16_probabilities && p.v.stride[3] == 1;
+  core::Carver measure(nullptr);
+  s.carve(measure);
+  core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
+  s.carve(carver);
+  const int64_t G = p.group_size();
+  s.inter_lo = 0;
+  s.inter_hi = s.seq->kv_len;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const int64_t flat = w.row_begin + r;
+    s.row_i[r] = flat / G;
+    s.row_h[r] = w.kv_head * G + flat % G;
+    s.range[r] = core::visible_keys(p, *s.seq, s.row_i[r]);
+    s.inter_lo = std::max(s.inter_lo, s.range[r].lo);
+    s.inter_hi = std::min(s.inter_hi, s.range[r].hi);
+  }
+}
+
+// Row r of Q as f32, unscaled, in s.row_buf.
+inline const float* query_row(const ItemState& s, int64_t r) {
+  const core::Problem& p = *s.p;
+  const core::Operand& q = p.q;
+  const int64_t off = q.offset(s.b, s.row_h[r], s.seq->q_start + s.row_i[r], 0);
+  convert_row(core::element_ptr(q.data, q.dtype, off), q.dtype, q.stride[3], p.head_dim,
+              s.row_buf);
+  return s.row_buf;
+}
+
+struct Rows {
+  const float* data;
+  int64_t ld;  // elements between consecutive rows
+};
+
+// Rows c0 .. c0+nk of K or V of this item's kv head, as f32: in place when they already are
+// f32 with unit element stride (and, if `whole_vectors`, a width of whole vectors), otherwise
+// converted into `buf` with rows padded by zeros to whole vectors.
+inline Rows key_rows(const ItemState& s, const core::Operand& t, int64_t width, int64_t c0,
+                     int64_t nk, float* buf, bool whole_vectors) {
+  const int64_t off = t.offset(s.b, s.kv_head, s.seq->kv_start + c0, 0);
+  const int64_t ld = padded(width);
+  if (t.dtype == DType::kF32 && t.stride[3] == 1 && (!whole_vectors || ld == width))
+    return {static_cast<const float*>(t.data) + off, t.stride[2]};
+  for (int64_t c = 0; c < nk; ++c) {
+    convert_row(core::element_ptr(t.data, t.dtype, off + c * t.stride[2]), t.dtype, t.stride[3],
+                width, buf + c * ld);
+    std::fill(buf + c * ld + width, buf + (c + 1) * ld, 0.0f);
+  }
+  return {buf, ld};
+}
+
+// Prefetches the rows of the next key tile of K or V while this one is computed, for layouts
+// that stream K and V from memory (a decoder step reads each byte once). Hardware prefetchers
+// alone leave a single thread at half the machine's read bandwidth.
+struct NextTileRows {
+  const char* first = nullptr;  // row 0 of the next tile, or null when there is none
+  int64_t row_bytes = 0, stride_bytes = 0;
+
+  NextTileRows(const ItemState& s, const core::Operand& t, int64_t width, int64_t next_c0) {
+    if (s.seq->kv_start + next_c0 >= s.seq->kv_start + s.seq->kv_len) return;
+    const int64_t size = dtype_size(t.dtype);
+    first = static_cast<const char*>(core::element_ptr(
+        t.data, t.dtype, t.offset(s.b, s.kv_head, s.seq->kv_start + next_c0, 0)));
+    row_bytes = width * t.stride[3] * size;
+    stride_bytes = t.stride[2] * size;
+  }
+  void prefetch(int64_t c) const {
+    if (!first) return;
+    const char* row = first + c * stride_bytes;
+    for (int64_t b = 0; b < row_bytes; b += 64) hwy::Prefetch(row + b);
+  }
+};
+
+enum class TileKind { kSkip, kInterior, kBoundary };
+
+// Skip: no row sees a key of [c0, c1). Interior: every row sees all of them, unmasked.
+inline TileKind classify_tile(const ItemState& s, int64_t c0, int64_t c1) {
+  bool any = false;
+  for (int64_t r = 0; r < s.rows; ++r) any |= s.range[r].lo < c1 && s.range[r].hi > c0;
+  if (!any) return TileKind::kSkip;
+  const bool interior = !s.p->mask.present() && c0 >= s.inter_lo && c1 <= s.inter_hi;
+  return interior ? TileKind::kInterior : TileKind::kBoundary;
+}
+
+// Each row's visible interval relative to key c0, clamped to [-1, nk + 1] so that it is exact
+// as a float; padding rows see nothing.
+inline void relative_ranges(ItemState& s, int64_t c0, int64_t nk) {
+  const int64_t lim = nk + 1;
+  for (int64_t r = 0; r < s.br; ++r) {
+    const bool valid = r < s.rows;
+    s.lo[r] = valid ? static_cast<float>(std::clamp<int64_t>(s.range[r].lo - c0, -1, lim)) : 0.0f;
+    s.hi[r] = valid ? static_cast<float>(std::clamp<int64_t>(s.range[r].hi - c0, -1, lim)) : 0.0f;
+  }
+}
+
+// Row r's dense-mask values for keys c0 .. c0+nk as additive floats, in s.row_buf.
+inline const float* mask_row(ItemState& s, int64_t r, int64_t c0, int64_t nk) {
+  const core::Operand& mask = s.p->mask;
+  const int64_t off = mask.offset(s.b, s.row_h[r], s.row_i[r], c0);
+  core::load_mask_row(core::element_ptr(mask.data, mask.dtype, off), mask.dtype, mask.stride[3],
+                      nk, s.row_buf);
+  return s.row_buf;
+}
+
+// A dense mask on one score: bool false or float -inf masks the key, other floats add to the
+// score; a score already masked stays -inf.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V apply_mask(D d, V score, V add) {
+  const V neg_inf = hn::Set(d, -__builtin_inff());
+  const auto masked = hn::Or(hn::Eq(score, neg_inf), hn::Eq(add, neg_inf));
+  return hn::IfThenElse(masked, neg_inf, hn::Add(score, add));
+}
+
+}  // namespace xattn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // XATTN_KERNELS_WORK_ITEM_INL_H_
