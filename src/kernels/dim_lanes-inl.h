@@ -33,7 +33,7 @@ template <class D, class V = hn::Vec<D>>
 HWY_INLINE V sum_each(D d, const V* v) {
   constexpr size_t N = hn::MaxLanes(D());
 #if HWY_TARGET != HWY_SCALAR
-  if constexpr (N == 4 || N == 8 || (N == 16 && HWY_TARGET <= HWY_AVX3)) {
+  if constexpr (N == 4 || N == 8 || (N == 16 && HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3)) {
     // Within each 128-bit block: four vectors become one holding their four block sums.
     const hn::RepartitionToWide<D> dd;
     auto pair = [&](V a, V b) {  // per block: a0+a2, b0+b2, a1+a3, b1+b3
@@ -50,7 +50,7 @@ HWY_INLINE V sum_each(D d, const V* v) {
       return hn::Add(hn::ConcatLowerLower(d, hi, lo), hn::ConcatUpperUpper(d, hi, lo));
     };
     if constexpr (N == 8) return halves(quad(v), quad(v + 4));
-#if HWY_TARGET <= HWY_AVX3
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
     // ... then, with four blocks, neighbouring blocks: x0 holds [q0 b0+b2, q0 b1+b3, q1 b0+b2,
     // q1 b1+b3] for the quads q0, q1 of v[0..8); x1 likewise for v[8..16).
     const V x0 = halves(quad(v), quad(v + 4)), x1 = halves(quad(v + 8), quad(v + 12));
@@ -67,24 +67,28 @@ HWY_INLINE V sum_each(D d, const V* v) {
   }
 }
 
-// S[c] = Σ_d q[d] · K[c][d] for c < nk, with q and the K rows `dvecs` whole vectors long.
-// `next` prefetches the next tile's key rows, when given.
-HWY_INLINE void qk_row(const float* HWY_RESTRICT q, int64_t dvecs, const float* HWY_RESTRICT k,
-                       int64_t ldk, int64_t nk, float* HWY_RESTRICT s, const NextTileRows* next) {
+// S[r][c] = Σ_d q[r][d] · K[c][d] for the kRows rows and the n <= N keys of one block, with
+// the q and K rows `dvecs` whole vectors long; lanes c >= n of the results are 0. Key by key,
+// so K streams through memory in order, each K vector loaded once for all rows.
+template <int kRows>
+HWY_INLINE void qk_block(const float* HWY_RESTRICT q, int64_t ldq, int64_t dvecs,
+                         const float* HWY_RESTRICT k, int64_t ldk, int64_t n,
+                         float* HWY_RESTRICT s, int64_t lds) {
   const DF df;
   constexpr int64_t N = hn::MaxLanes(DF());
-  for (int64_t c0 = 0; c0 < nk; c0 += N) {
-    const int64_t n = std::min(N, nk - c0);
-    const float* kblock = k + c0 * ldk;
-    VF acc[N];
-    for (int64_t c = 0; c < N; ++c) acc[c] = hn::Zero(df);
-    // Key by key, so K streams through memory in order.
-    for (int64_t c = 0; c < n; ++c) {
-      if (next) next->prefetch(c0 + c);
-      for (int64_t j = 0; j < dvecs; ++j)
-        acc[c] = hn::MulAdd(hn::Load(df, q + j * N), hn::LoadU(df, kblock + c * ldk + j * N), acc[c]);
+  VF acc[kRows][N];
+  for (int64_t c = 0; c < n; ++c) {
+    VF a[kRows];
+    for (int r = 0; r < kRows; ++r) a[r] = hn::Zero(df);
+    for (int64_t j = 0; j < dvecs; ++j) {
+      const VF kv = hn::LoadU(df, k + c * ldk + j * N);
+      for (int r = 0; r < kRows; ++r) a[r] = hn::MulAdd(hn::Load(df, q + r * ldq + j * N), kv, a[r]);
     }
-    hn::Store(sum_each(df, acc), df, s + c0);
+    for (int r = 0; r < kRows; ++r) acc[r][c] = a[r];
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int64_t c = n; c < N; ++c) acc[r][c] = hn::Zero(df);
+    hn::Store(sum_each(df, acc[r]), df, s + r * lds);
   }
 }
 
@@ -127,11 +131,12 @@ struct DimLanes {
     const core::Problem& p = *s.p;
     const Rows k = key_rows(s, p.k, p.head_dim, c0, nk, s.kbuf, true);
     const int64_t n = padded(nk), dvecs = padded(p.head_dim) / lanes();
+    for (int64_t b = 0; b < nk; b += lanes())
+      qk_block<kRows>(s.q, padded(p.head_dim), dvecs, k.data + b * k.ld, k.ld,
+                      std::min(lanes(), nk - b), s.scores + b, kKeysPerTile);
     if (kind == TileKind::kBoundary) relative_ranges(s, c0, nk);
-    const NextTileRows next(s, p.k, p.head_dim, c0 + kKeysPerTile);
     for (int64_t r = 0; r < s.rows; ++r) {
       float* row = s.scores + r * kKeysPerTile;
-      qk_row(s.q + r * padded(p.head_dim), dvecs, k.data, k.ld, nk, row, r == 0 ? &next : nullptr);
       if (p.softcap > 0) softcap(row, n, p.softcap);
       if (kind == TileKind::kBoundary) {
         limit_keys(row, n, s.lo[r], std::min(s.hi[r], static_cast<float>(nk)));
@@ -170,9 +175,8 @@ struct DimLanes {
   static void weighted_sum(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
     const core::Problem& p = *s.p;
     const Rows v = key_rows(s, p.v, p.value_dim, c0, nk, s.vbuf, true);
-    const NextTileRows next(s, p.v, p.value_dim, c0 + kKeysPerTile);
-    if (kind == TileKind::kBoundary) pv<true>(s, v, nk, next);
-    else pv<false>(s, v, nk, next);
+    if (kind == TileKind::kBoundary) pv<true>(s, v, nk);
+    else pv<false>(s, v, nk);
   }
 
   // Weights output: p = e^(s - lse) with each row's lse in s.alpha (0 where lse = -inf).
@@ -218,7 +222,7 @@ struct DimLanes {
   // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN
   // (masked keys must not be read into the arithmetic).
   template <bool kSkipZero>
-  static void pv(ItemState& s, const Rows& v, int64_t nk, const NextTileRows& next) {
+  static void pv(ItemState& s, const Rows& v, int64_t nk) {
     const DF df;
     constexpr int64_t N = hn::MaxLanes(DF());
     const int64_t ld = padded(s.p->value_dim);
@@ -230,7 +234,6 @@ struct DimLanes {
         for (int j = 0; j < kC; ++j) acc[r][j] = hn::Mul(a, hn::Load(df, s.acc + r * ld + (j0 + j) * N));
       }
       for (int64_t c = 0; c < nk; ++c) {
-        if (j0 == 0) next.prefetch(c);
         VF vc[kC];
         for (int j = 0; j < kC; ++j) vc[j] = hn::LoadU(df, v.data + c * v.ld + (j0 + j) * N);
         for (int r = 0; r < kRows; ++r) {

@@ -3,8 +3,9 @@
 // NaN propagates (softmax must not turn a NaN score into a zero weight).
 //
 // exp(x) = 2^n · e^r with n = round(x / ln 2) and r = x - n·ln 2 in [-ln2/2, ln2/2]; ln 2 is
-// split in two (Cody-Waite) so n·ln2_hi is exact, and e^r is its degree-7 Taylor polynomial,
-// whose truncation error (|r|^8/8! < 6e-9) is far below half an ulp.
+// split in two (Cody-Waite) so n·ln2_hi is exact, and e^r = 1 + r + r²·q(r) with q of degree 4
+// fitted for the least maximum relative error on that interval (3.1e-9, far below half an ulp;
+// one multiply-add fewer than the degree-7 Taylor polynomial of the same accuracy).
 
 #if defined(XATTN_KERNELS_VECTOR_EXP_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef XATTN_KERNELS_VECTOR_EXP_INL_H_
@@ -21,7 +22,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V VectorExp(D d, V x) {
-  const hn::RebindToSigned<D> di;
   const V kLog2e = hn::Set(d, 1.44269504088896341f);
   const V kLn2Hi = hn::Set(d, 0.693359375f);  // 9 significant bits: n·kLn2Hi is exact
   const V kLn2Lo = hn::Set(d, -2.12194440e-4f);
@@ -31,22 +31,27 @@ HWY_INLINE V VectorExp(D d, V x) {
   const V n = hn::Round(hn::Mul(x, kLog2e));
   V r = hn::NegMulAdd(n, kLn2Hi, x);
   r = hn::NegMulAdd(n, kLn2Lo, r);
-  // e^r = 1 + r + r^2/2! + ... + r^7/7!, by Horner.
-  V p = hn::Set(d, 1.0f / 5040);
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 720));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 120));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 24));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 6));
-  p = hn::MulAdd(p, r, hn::Set(d, 0.5f));
+  // Horner: q(r), then (q·r + 1)·r + 1.
+  V p = hn::Set(d, 0.001381461275741458f);
+  p = hn::MulAdd(p, r, hn::Set(d, 0.008368710055947304f));
+  p = hn::MulAdd(p, r, hn::Set(d, 0.04166838899254799f));
+  p = hn::MulAdd(p, r, hn::Set(d, 0.1666652113199234f));
+  p = hn::MulAdd(p, r, hn::Set(d, 0.4999999403953552f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  // vscalefps: p·2^n in one instruction, exact, for every n the range checks below let through.
+  V y{_mm512_scalef_ps(p.raw, n.raw)};
+#else
   // 2^n from the exponent bits; n is in [-126, 128] whenever x is in range. At n = 128
   // (x just under kMaxX) split the power as 2^(n-1)·2 so the exponent field does not overflow.
+  const hn::RebindToSigned<D> di;
   const auto ni = hn::ConvertTo(di, n);
   const auto half_n = hn::ShiftRight<1>(ni);
   const V scale_a = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(half_n, hn::Set(di, 127))));
   const V scale_b = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::Sub(ni, half_n), hn::Set(di, 127))));
   V y = hn::Mul(hn::Mul(p, scale_a), scale_b);
+#endif
   y = hn::IfThenElse(hn::Gt(x, kMaxX), hn::Set(d, __builtin_inff()), y);
   return hn::IfThenZeroElse(hn::Lt(x, kMinX), y);
 }

@@ -17,7 +17,6 @@
 #include "core/problem.h"
 #include "core/scratch.h"
 #include "core/visibility.h"
-#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/convert-inl.h"
@@ -26,7 +25,7 @@ HWY_BEFORE_NAMESPACE();
 namespace xattn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr int64_t kKeysPerTile = 64;
+constexpr int64_t kKeysPerTile = 128;
 
 inline int64_t lanes() { return static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -125,28 +124,6 @@ inline Rows key_rows(const ItemState& s, const core::Operand& t, int64_t width, 
   }
   return {buf, ld};
 }
-
-// Prefetches the rows of the next key tile of K or V while this one is computed, for layouts
-// that stream K and V from memory (a decoder step reads each byte once). Hardware prefetchers
-// alone leave a single thread at half the machine's read bandwidth.
-struct NextTileRows {
-  const char* first = nullptr;  // row 0 of the next tile, or null when there is none
-  int64_t row_bytes = 0, stride_bytes = 0;
-
-  NextTileRows(const ItemState& s, const core::Operand& t, int64_t width, int64_t next_c0) {
-    if (s.seq->kv_start + next_c0 >= s.seq->kv_start + s.seq->kv_len) return;
-    const int64_t size = dtype_size(t.dtype);
-    first = static_cast<const char*>(core::element_ptr(
-        t.data, t.dtype, t.offset(s.b, s.kv_head, s.seq->kv_start + next_c0, 0)));
-    row_bytes = width * t.stride[3] * size;
-    stride_bytes = t.stride[2] * size;
-  }
-  void prefetch(int64_t c) const {
-    if (!first) return;
-    const char* row = first + c * stride_bytes;
-    for (int64_t b = 0; b < row_bytes; b += 64) hwy::Prefetch(row + b);
-  }
-};
 
 enum class TileKind { kSkip, kInterior, kBoundary };
 
