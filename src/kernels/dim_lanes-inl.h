@@ -1,7 +1,7 @@
 // The layout for few rows, such as a decoder step (Lq·G of a few rows): vectors run along the
 // head dimension for Q, K, V and the accumulator, and along the keys for the scores:
 //   q   [R][D']   scaled queries, rows padded with zeros to whole vectors (D')
-//   K   [nk][D']  key rows, in place or converted
+//   K   [nk][D']  key rows, in place (f32, or 16-bit widened as loaded) or converted
 //   S   [R][64]   scores, later probabilities, of this key tile
 //   V   [nk][Dv'] value rows, in place or converted
 //   acc [R][Dv']  running Σ p·v
@@ -70,9 +70,9 @@ HWY_INLINE V sum_each(D d, const V* v) {
 // S[r][c] = Σ_d q[r][d] · K[c][d] for the kRows rows and the n <= N keys of one block, with
 // the q and K rows `dvecs` whole vectors long; lanes c >= n of the results are 0. Key by key,
 // so K streams through memory in order, each K vector loaded once for all rows.
-template <int kRows>
+template <int kRows, typename T>
 HWY_INLINE void qk_block(const float* HWY_RESTRICT q, int64_t ldq, int64_t dvecs,
-                         const float* HWY_RESTRICT k, int64_t ldk, int64_t n,
+                         const T* HWY_RESTRICT k, int64_t ldk, int64_t n,
                          float* HWY_RESTRICT s, int64_t lds) {
   const DF df;
   constexpr int64_t N = hn::MaxLanes(DF());
@@ -81,7 +81,7 @@ HWY_INLINE void qk_block(const float* HWY_RESTRICT q, int64_t ldq, int64_t dvecs
     VF a[kRows];
     for (int r = 0; r < kRows; ++r) a[r] = hn::Zero(df);
     for (int64_t j = 0; j < dvecs; ++j) {
-      const VF kv = hn::LoadU(df, k + c * ldk + j * N);
+      const VF kv = load_f32(df, k + c * ldk + j * N);
       for (int r = 0; r < kRows; ++r) a[r] = hn::MulAdd(hn::Load(df, q + r * ldq + j * N), kv, a[r]);
     }
     for (int r = 0; r < kRows; ++r) acc[r][c] = a[r];
@@ -129,11 +129,12 @@ struct DimLanes {
   // (boundary tiles) keys a row does not see become -inf.
   static void scores(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
     const core::Problem& p = *s.p;
-    const Rows k = key_rows(s, p.k, p.head_dim, c0, nk, s.kbuf, true);
     const int64_t n = padded(nk), dvecs = padded(p.head_dim) / lanes();
-    for (int64_t b = 0; b < nk; b += lanes())
-      qk_block<kRows>(s.q, padded(p.head_dim), dvecs, k.data + b * k.ld, k.ld,
-                      std::min(lanes(), nk - b), s.scores + b, kKeysPerTile);
+    with_vector_rows(s, p.k, p.head_dim, c0, nk, s.kbuf, [&](const auto* k, int64_t ldk) {
+      for (int64_t b = 0; b < nk; b += lanes())
+        qk_block<kRows>(s.q, padded(p.head_dim), dvecs, k + b * ldk, ldk,
+                        std::min(lanes(), nk - b), s.scores + b, kKeysPerTile);
+    });
     if (kind == TileKind::kBoundary) relative_ranges(s, c0, nk);
     for (int64_t r = 0; r < s.rows; ++r) {
       float* row = s.scores + r * kKeysPerTile;
@@ -174,9 +175,10 @@ struct DimLanes {
 
   static void weighted_sum(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
     const core::Problem& p = *s.p;
-    const Rows v = key_rows(s, p.v, p.value_dim, c0, nk, s.vbuf, true);
-    if (kind == TileKind::kBoundary) pv<true>(s, v, nk);
-    else pv<false>(s, v, nk);
+    with_vector_rows(s, p.v, p.value_dim, c0, nk, s.vbuf, [&](const auto* v, int64_t ldv) {
+      if (kind == TileKind::kBoundary) pv<true>(s, v, ldv, nk);
+      else pv<false>(s, v, ldv, nk);
+    });
   }
 
   // Weights output: p = e^(s - lse) with each row's lse in s.alpha (0 where lse = -inf).
@@ -221,8 +223,8 @@ struct DimLanes {
   // acc[r][e] = alpha[r]·acc[r][e] + Σ_c p[r][c]·V[c][e]     (einsum "rc,ce->re")
   // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN
   // (masked keys must not be read into the arithmetic).
-  template <bool kSkipZero>
-  static void pv(ItemState& s, const Rows& v, int64_t nk) {
+  template <bool kSkipZero, typename T>
+  static void pv(ItemState& s, const T* v, int64_t ldv, int64_t nk) {
     const DF df;
     constexpr int64_t N = hn::MaxLanes(DF());
     const int64_t ld = padded(s.p->value_dim);
@@ -235,7 +237,7 @@ struct DimLanes {
       }
       for (int64_t c = 0; c < nk; ++c) {
         VF vc[kC];
-        for (int j = 0; j < kC; ++j) vc[j] = hn::LoadU(df, v.data + c * v.ld + (j0 + j) * N);
+        for (int j = 0; j < kC; ++j) vc[j] = load_f32(df, v + c * ldv + (j0 + j) * N);
         for (int r = 0; r < kRows; ++r) {
           const float pr = s.scores[r * kKeysPerTile + c];
           if (kSkipZero && pr == 0.0f) continue;

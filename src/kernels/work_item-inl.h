@@ -125,6 +125,29 @@ inline Rows key_rows(const ItemState& s, const core::Operand& t, int64_t width, 
   return {buf, ld};
 }
 
+// Calls fn(rows, ld) with rows c0 .. c0+nk of K or V as whole vectors of width elements:
+// 16-bit inputs as they are (const hwy::bfloat16_t* or const hwy::float16_t*, widened as they
+// are loaded, see load_f32), f32 in place, anything else converted to f32 in `buf`.
+template <class Fn>
+void with_vector_rows(const ItemState& s, const core::Operand& t, int64_t width, int64_t c0,
+                      int64_t nk, float* buf, const Fn& fn) {
+  if (t.stride[3] == 1 && padded(width) == width && t.dtype != DType::kF32) {
+    const void* rows = core::element_ptr(t.data, t.dtype, t.offset(s.b, s.kv_head, s.seq->kv_start + c0, 0));
+    if (t.dtype == DType::kBF16) return fn(static_cast<const hwy::bfloat16_t*>(rows), t.stride[2]);
+    if (t.dtype == DType::kF16) return fn(static_cast<const hwy::float16_t*>(rows), t.stride[2]);
+  }
+  const Rows r = key_rows(s, t, width, c0, nk, buf, true);
+  fn(r.data, r.ld);
+}
+
+// One vector of f32 from `p`, widening 16-bit floats.
+template <class D>
+HWY_INLINE hn::Vec<D> load_f32(D d, const float* p) { return hn::LoadU(d, p); }
+template <class D, class T>
+HWY_INLINE hn::Vec<D> load_f32(D d, const T* p) {
+  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, D>(), p));
+}
+
 enum class TileKind { kSkip, kInterior, kBoundary };
 
 // Skip: no row sees a key of [c0, c1). Interior: every row sees all of them, unmasked.
