@@ -16,6 +16,7 @@ void info_command(std::ostream& os) {
      << "available targets:";
   for (const std::string& t : available_simd_targets()) os << " " << t;
   os << "\n"
+     << "bf16 dot products: " << (bf16_dot_products() ? "yes" : "no") << "\n"
      << "threads: " << default_num_threads() << "\n";
 }
 

@@ -171,6 +171,8 @@ PYBIND11_MODULE(_xattn, m) {
 
   m.def("version", &xattn::version, "The library version string.");
   m.def("simd_target", &xattn::simd_target, "The SIMD target the kernels dispatch to now.");
+  m.def("bf16_dot_products", &xattn::bf16_dot_products,
+        "Whether bfloat16 inputs use AVX-512 BF16 dot products on the target in use.");
   m.def("available_simd_targets", &xattn::available_simd_targets,
         "SIMD targets compiled in and supported by this CPU, best first.");
   m.def("force_simd_target", &xattn::force_simd_target, py::arg("name"),

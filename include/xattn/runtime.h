@@ -18,6 +18,10 @@ std::vector<std::string> available_simd_targets();
 // benchmarks; an empty name restores the default. Not thread-safe: call it between computations.
 void force_simd_target(const std::string& name);
 
+// Whether bf16 inputs get AVX-512 BF16 dot products on the target in use (else they are
+// widened to f32, at the f32 rate).
+bool bf16_dot_products();
+
 // Threads a call with num_threads = 0 uses.
 int default_num_threads();
 

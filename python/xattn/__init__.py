@@ -28,6 +28,11 @@ def simd_target():
     return _xattn.simd_target()
 
 
+def bf16_dot_products():
+    """Whether bfloat16 inputs use AVX-512 BF16 dot products on the target in use."""
+    return _xattn.bf16_dot_products()
+
+
 def available_simd_targets():
     """The SIMD targets compiled in that this CPU can run, best first."""
     return _xattn.available_simd_targets()
@@ -51,5 +56,5 @@ def default_num_threads():
 
 __version__ = version()
 __all__ = ["attention", "attention_varlen", "merge", "scaled_dot_product_attention", "version",
-           "simd_target", "available_simd_targets", "force_simd_target", "default_num_threads",
+           "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target", "default_num_threads",
            "Error"]

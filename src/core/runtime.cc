@@ -12,6 +12,8 @@ std::string version() { return XATTN_VERSION; }
 
 std::string simd_target() { return kernels::dispatched_target_name(); }
 
+bool bf16_dot_products() { return kernels::dispatched_bf16_dot_products(); }
+
 std::vector<std::string> available_simd_targets() {
   std::vector<std::string> names;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) names.emplace_back(hwy::TargetName(t));

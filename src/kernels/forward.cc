@@ -242,6 +242,8 @@ void VectorExpArray(const float* in, float* out, int64_t n) {
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
+bool UsesBf16Dot() { return kHaveBf16Dot && cpu_has_bf16_dot(); }
+
 }  // namespace xattn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -251,12 +253,14 @@ namespace xattn::kernels {
 HWY_EXPORT(Forward);
 HWY_EXPORT(VectorExpArray);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(UsesBf16Dot);
 
 void run_forward(const core::Problem& p) { HWY_DYNAMIC_DISPATCH(Forward)(p); }
 void vector_exp(const float* in, float* out, int64_t n) {
   HWY_DYNAMIC_DISPATCH(VectorExpArray)(in, out, n);
 }
 const char* dispatched_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+bool dispatched_bf16_dot_products() { return HWY_DYNAMIC_DISPATCH(UsesBf16Dot)(); }
 
 }  // namespace xattn::kernels
 #endif

@@ -16,4 +16,7 @@ void vector_exp(const float* in, float* out, int64_t n);
 // Name of the target the kernels dispatch to now.
 const char* dispatched_target_name();
 
+// Whether that target uses AVX-512 BF16 dot products for bf16 inputs on this CPU.
+bool dispatched_bf16_dot_products();
+
 }  // namespace xattn::kernels

@@ -244,3 +244,18 @@ def test_bf16_probabilities_must_be_a_bool():
     q = randn(1, 1, 4, 8, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="bf16_probabilities"):
         xattn.attention(q, q, q, bf16_probabilities=1)
+
+
+def test_bf16_dot_products_follow_the_cpu_and_the_target():
+    """AVX-512 BF16 is used exactly when the CPU reports it and an AVX-512 target is in use."""
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = {w for line in f if line.startswith("flags") for w in line.split()}
+    try:
+        for target in xattn.available_simd_targets():
+            xattn.force_simd_target(target)
+            want = "avx512_bf16" in flags and target.startswith("AVX3")
+            assert xattn.bf16_dot_products() == want, target
+    finally:
+        xattn.force_simd_target("")
