@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "bench_command.h"
 #include "info_command.h"
 #include "run_command.h"
 #include "xattn/error.h"
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
     xattn::cli::RunOptions run_options;
     CLI::App* run = xattn::cli::add_run_command(app, run_options);
     CLI::App* info = xattn::cli::add_info_command(app);
+    xattn::cli::BenchOptions bench_options;
+    CLI::App* bench = xattn::cli::add_bench_command(app, bench_options);
 
     try {
       app.parse(argc, argv);
@@ -46,6 +49,7 @@ int main(int argc, char** argv) {
 
     if (run->parsed()) xattn::cli::run_command(run_options);
     if (info->parsed()) xattn::cli::info_command(std::cout);
+    if (bench->parsed()) xattn::cli::bench_command(bench_options, std::cout);
     std::cout.flush();
     if (!std::cout) return fail(kInternalError, "cannot write to standard output");
     return 0;

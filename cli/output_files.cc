@@ -20,6 +20,15 @@ std::string staging_path(const std::string& path) {
   return path + ".xattn-" + std::to_string(::getpid()) + ".part";
 }
 
+void refuse_directory(const std::string& option, const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(option + ": " + path + " is a directory");
+}
+
+[[noreturn]] void cannot_write(const std::string& option, const std::string& path) {
+  throw Error(option + ": " + path + ": cannot write: " + std::strerror(errno));
+}
+
 }  // namespace
 
 void check_output_paths(const OutputPaths& paths) {
@@ -28,10 +37,8 @@ void check_output_paths(const OutputPaths& paths) {
   for (size_t i = 0; i < std::size(named); ++i) {
     const std::string& p = *named[i].second;
     if (p.empty()) continue;
+    refuse_directory(named[i].first, p);
     std::error_code ec;
-    if (fs::is_directory(p, ec)) {
-      throw Error(std::string(named[i].first) + ": " + p + " is a directory");
-    }
     for (size_t j = 0; j < i; ++j) {
       const std::string& q = *named[j].second;
       // Same spelling or same existing file: the second write would silently replace the first.
@@ -65,10 +72,35 @@ void write_outputs(const std::vector<OutputFile>& files) {
   // (the target turned into a directory meanwhile), and still reported.
   for (size_t i = 0; i < files.size(); ++i) {
     if (std::rename(staged[i].c_str(), files[i].path.c_str()) != 0) {
-      const std::string reason = std::strerror(errno);
+      const int saved = errno;
       for (size_t j = i; j < staged.size(); ++j) std::remove(staged[j].c_str());
-      throw Error(files[i].option + ": " + files[i].path + ": cannot write: " + reason);
+      errno = saved;
+      cannot_write(files[i].option, files[i].path);
     }
+  }
+}
+
+void check_writable(const std::string& option, const std::string& path) {
+  refuse_directory(option, path);
+  const std::string tmp = staging_path(path);
+  std::FILE* probe = std::fopen(tmp.c_str(), "wx");  // x: never truncate someone else's file
+  if (probe == nullptr) cannot_write(option, path);
+  std::fclose(probe);
+  std::remove(tmp.c_str());
+}
+
+void write_text_output(const std::string& option, const std::string& path, const std::string& text) {
+  refuse_directory(option, path);
+  const std::string tmp = staging_path(path);
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) cannot_write(option, path);
+  // fclose flushes, so its result covers every byte (a full disk shows up there at the latest).
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !written || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int saved = errno;
+    std::remove(tmp.c_str());
+    errno = saved;
+    cannot_write(option, path);
   }
 }
 

@@ -1,56 +1,14 @@
 #include "run_params.h"
 
 #include <cctype>
-#include <charconv>
-#include <cmath>
 #include <string_view>
 #include <utility>
 
+#include "text_values.h"
 #include "xattn/error.h"
 
 namespace xattn::cli {
 namespace {
-
-// More threads than this is a typo, and OpenMP would try to start them all.
-constexpr int64_t kMaxThreads = 1024;
-
-std::string trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(" \t");
-  if (b == std::string_view::npos) return {};
-  return std::string(s.substr(b, s.find_last_not_of(" \t") - b + 1));
-}
-
-bool to_int(const std::string& text, int64_t& out) {
-  const std::string t = trim(text);
-  const char* end = t.data() + t.size();
-  const auto r = std::from_chars(t.data(), end, out);
-  return !t.empty() && r.ec == std::errc() && r.ptr == end;
-}
-
-std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text) {
-  std::vector<int64_t> values;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = text.find(',', start);
-    int64_t v = 0;
-    if (!to_int(text.substr(start, comma - start), v)) {
-      throw Error(option + ": expected comma-separated integers, got '" + text + "'");
-    }
-    values.push_back(v);
-    if (comma == std::string::npos) return values;
-    start = comma + 1;
-  }
-}
-
-float parse_float(const std::string& option, const std::string& text) {
-  const std::string t = trim(text);
-  float f = 0.0f;
-  const auto r = std::from_chars(t.data(), t.data() + t.size(), f);
-  if (t.empty() || r.ec != std::errc() || r.ptr != t.data() + t.size() || !std::isfinite(f)) {
-    throw Error(option + ": expected a finite number, got '" + text + "'");
-  }
-  return f;
-}
 
 Window parse_window(const std::string& text) {
   std::vector<int64_t> lr;
@@ -107,8 +65,8 @@ void parse_params(const RunOptions& o, ParsedParams& pp) {
   p.causal = o.causal;
   if (!o.align.empty()) p.align = parse_align(o.align);
   if (!o.window.empty()) p.window = parse_window(o.window);
-  if (!o.scale.empty()) p.scale = parse_float("--scale", o.scale);
-  if (!o.softcap.empty()) p.softcap = parse_float("--softcap", o.softcap);
+  if (!o.scale.empty()) p.scale = parse_finite<float>("--scale", o.scale);
+  if (!o.softcap.empty()) p.softcap = parse_finite<float>("--softcap", o.softcap);
   if (!o.kv_lens.empty()) pp.kv_lens = parse_int_list("--kv-lens", o.kv_lens);
   if (!o.q_lens.empty()) pp.q_lens = parse_int_list("--q-lens", o.q_lens);
   p.kv_lens = pp.kv_lens;

@@ -4,6 +4,8 @@ exit codes and messages for bad input, and output files left alone when a run fa
 import numpy as np
 import pytest
 
+from cli_checks import assert_usage_error
+
 RNG = np.random.default_rng(1234)
 
 
@@ -166,16 +168,6 @@ def test_output_replaces_existing_file(run, save, tmp_path):
 
 
 # --- bad input: exit 2, one line naming the argument, outputs untouched ------------------------
-
-def assert_usage_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("xattn: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, proc.stderr)
-    return lines[0]
-
 
 @pytest.fixture
 def guarded_outputs(tmp_path):
@@ -347,6 +339,7 @@ def test_info(run):
     text = proc.stdout
     assert text.startswith("xattn ")
     assert "simd target:" in text and "available targets:" in text
+    assert "bf16 dot products: yes" in text or "bf16 dot products: no" in text
     threads = [line for line in text.splitlines() if line.startswith("threads:")]
     assert threads and int(threads[0].split(":")[1]) >= 1
 

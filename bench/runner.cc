@@ -1,0 +1,107 @@
+#include "bench/runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "bench/operands.h"
+#include "bench/timing.h"
+#include "bench/unfused_baseline.h"
+#include "xattn/attention.h"
+
+namespace xattn::bench {
+namespace {
+
+Timing summarize(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  const size_t n = t.size();
+  const double median = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+  return {median, t.front(), t.back(), static_cast<int>(n)};
+}
+
+struct Errors {
+  double max_err = 0, ref_max_abs = 0;
+};
+
+Errors compare(const Operands& x, const float* ref) {
+  Errors e;
+  for (int64_t i = 0; i < x.out_size(); ++i) {
+    const double d = std::fabs(static_cast<double>(x.out_at(i)) - ref[i]);
+    if (!std::isnan(e.max_err) && !(d <= e.max_err)) e.max_err = d;  // a NaN difference stays
+    e.ref_max_abs = std::max(e.ref_max_abs, std::fabs(static_cast<double>(ref[i])));
+  }
+  return e;
+}
+
+CaseResult run_case(Operands& in, UnfusedBaseline& baseline, int threads, const MachineLimits& limits,
+                    const BenchPlan& plan) {
+  CaseResult r;
+  r.shape = in.shape();
+  r.dtype = in.dtype();
+  r.threads = threads;
+
+  AttentionParams params;
+  params.causal = r.shape.causal;
+  params.num_threads = threads;
+  const AttentionOutputs outputs{in.out()};
+  r.xattn = time_calls([&] { attention(in.q(), in.k(), in.v(), params, outputs); }, plan.min_runs,
+                       plan.min_seconds);
+  r.gflops = flops(r.shape) / r.xattn.median * 1e-9;
+  const std::optional<double> peak =
+      r.dtype == DType::kBF16 ? limits.bf16_gflops : std::optional<double>(limits.fma_gflops);
+  if (peak) r.peak_fraction = r.gflops / *peak;
+  if (r.shape.bandwidth_bound()) {
+    r.kv_gbps = kv_bytes(r.shape, r.dtype) / r.xattn.median * 1e-9;
+    r.kv_copy_fraction = *r.kv_gbps / limits.copy_gbps;
+    r.kv_read_fraction = *r.kv_gbps / limits.read_gbps;
+  }
+
+  if (plan.time_baseline) {
+    r.baseline = time_calls([&] { baseline.run(threads); }, plan.min_runs, plan.min_seconds);
+    r.speedup = r.baseline->median / r.xattn.median;
+  } else {
+    baseline.run(threads);
+  }
+  const Errors e = compare(in, baseline.output());
+  r.max_err = e.max_err;
+  r.ref_max_abs = e.ref_max_abs;
+  return r;
+}
+
+}  // namespace
+
+Timing time_calls(const std::function<void()>& call, int min_runs, double min_seconds) {
+  call();  // warm-up: pages of outputs and scratch, the thread pool, caches
+  std::vector<double> times;
+  const double start = now_seconds();
+  while (static_cast<int>(times.size()) < min_runs || now_seconds() - start < min_seconds) {
+    const double t0 = now_seconds();
+    call();
+    times.push_back(now_seconds() - t0);
+  }
+  return summarize(std::move(times));
+}
+
+std::vector<CaseResult> run_plan(const BenchPlan& plan, const std::vector<MachineLimits>& limits,
+                                 const std::function<void(const CaseResult&)>& on_result) {
+  std::vector<CaseResult> results;
+  for (const Shape& shape : plan.shapes) {
+    std::vector<double> f32_median(plan.threads.size(), 0.0);  // 0: f32 not run (yet)
+    for (DType dtype : plan.dtypes) {
+      Operands operands(shape, dtype);
+      UnfusedBaseline baseline(operands);
+      for (size_t t = 0; t < plan.threads.size(); ++t) {
+        CaseResult r = run_case(operands, baseline, plan.threads[t], limits[t], plan);
+        if (dtype == DType::kF32) f32_median[t] = r.xattn.median;
+        if (dtype == DType::kBF16 && f32_median[t] > 0) r.f32_over_bf16 = f32_median[t] / r.xattn.median;
+        // The first thread count's row of this shape and dtype was pushed t rows ago.
+        if (t > 0) r.thread_speedup = results[results.size() - t].xattn.median / r.xattn.median;
+        on_result(r);
+        results.push_back(std::move(r));
+      }
+    }
+  }
+  return results;
+}
+
+}  // namespace xattn::bench

@@ -1,0 +1,60 @@
+#pragma once
+// Runs the benchmark: times xattn::attention and the unfused baseline on each (shape, dtype,
+// thread count) and relates every time to the machine's limits measured in the same run.
+
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "bench/machine_limits.h"
+#include "bench/suite.h"
+#include "xattn/tensor.h"
+
+namespace xattn::bench {
+
+// Per-call wall time of a repeated call, in seconds.
+struct Timing {
+  double median = 0, min = 0, max = 0;
+  int calls = 0;  // timed calls (the warm-up call is not counted)
+};
+
+// One warm-up call, then calls until at least `min_runs` calls and `min_seconds` have passed.
+Timing time_calls(const std::function<void()>& call, int min_runs, double min_seconds);
+
+struct BenchPlan {
+  std::vector<Shape> shapes;
+  std::vector<DType> dtypes;  // kF32 and/or kBF16
+  std::vector<int> threads;   // the first is the reference for thread speed-ups
+  int min_runs = 5;
+  double min_seconds = 0.3;
+  bool time_baseline = true;  // false: the baseline still runs once, untimed, for max_err
+};
+
+struct CaseResult {
+  Shape shape;
+  DType dtype = DType::kF32;
+  int threads = 1;
+
+  Timing xattn;
+  double gflops = 0;                     // flops(shape) / median
+  std::optional<double> peak_fraction;   // of the f32 FMA peak (f32) or bf16 dot peak (bf16)
+  std::optional<double> f32_over_bf16;   // bf16 rows: f32 median / bf16 median, same threads
+  std::optional<double> thread_speedup;  // later thread counts: first count's median / this
+
+  std::optional<Timing> baseline;
+  std::optional<double> speedup;  // baseline median / xattn median
+
+  // Bandwidth-bound shapes (Lq = 1) only: K+V bytes / median, and that over the machine's
+  // copy and read bandwidths.
+  std::optional<double> kv_gbps, kv_copy_fraction, kv_read_fraction;
+
+  double max_err = 0;      // max |xattn - baseline| over the output (NaN if either has NaN)
+  double ref_max_abs = 0;  // max |baseline|: the scale max_err is to be read against
+};
+
+// Runs every case of `plan` in the order shape, dtype, thread count; `limits` holds one entry per
+// plan.threads entry. Calls on_result after each case (for progress output) and returns all.
+std::vector<CaseResult> run_plan(const BenchPlan& plan, const std::vector<MachineLimits>& limits,
+                                 const std::function<void(const CaseResult&)>& on_result);
+
+}  // namespace xattn::bench

@@ -1,0 +1,188 @@
+#include "bench_report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "bench/unfused_baseline.h"
+#include "xattn/runtime.h"
+
+namespace xattn::cli {
+namespace {
+
+using bench::BenchPlan;
+using bench::CaseResult;
+using bench::MachineLimits;
+using bench::Timing;
+
+// The spelling of --dtype.
+std::string dtype_label(DType t) { return t == DType::kBF16 ? "bf16" : "f32"; }
+
+template <class... Args>
+std::string format(const char* f, Args... args) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, f, args...);
+  return buf;
+}
+
+// `s` padded with blanks to `width` columns; counts UTF-8 characters, not bytes ("×" is one).
+std::string pad(const std::string& s, size_t width, bool left) {
+  size_t cols = 0;
+  for (unsigned char c : s) cols += (c & 0xc0) != 0x80;
+  const std::string fill(width > cols ? width - cols : 0, ' ');
+  return left ? s + fill : fill + s;
+}
+
+// Three or four significant digits from microseconds to seconds.
+std::string ms(double seconds) {
+  const double m = seconds * 1e3;
+  return format(m < 10 ? "%.3f" : m < 100 ? "%.2f" : "%.1f", m);
+}
+std::string timing(const Timing& t) { return ms(t.median) + " (" + ms(t.min) + ".." + ms(t.max) + ")"; }
+std::string rate(double x) { return format("%.1f", x); }
+std::string percent(std::optional<double> f, const char* absent = "-") {
+  return f ? format("%.1f%%", *f * 100) : absent;
+}
+std::string ratio(std::optional<double> x) { return x ? format("%.2f×", *x) : "-"; }
+
+struct Column {
+  std::string head;
+  size_t width;
+  bool left;
+  std::function<std::string(const CaseResult&)> cell;
+};
+
+bool contains(const std::vector<DType>& v, DType t) { return std::find(v.begin(), v.end(), t) != v.end(); }
+
+// The table's columns for this plan: ratios that cannot occur in it are left out.
+std::vector<Column> columns(const BenchPlan& plan) {
+  size_t name_width = 5;
+  for (const bench::Shape& s : plan.shapes) name_width = std::max(name_width, s.name.size());
+  std::vector<Column> c = {
+      {"shape", name_width, true, [](const CaseResult& r) { return r.shape.name; }},
+      {"dtype", 5, true, [](const CaseResult& r) { return dtype_label(r.dtype); }},
+      {"thr", 3, false, [](const CaseResult& r) { return std::to_string(r.threads); }},
+      {"xattn ms (min..max)", 25, false, [](const CaseResult& r) { return timing(r.xattn); }},
+      {"GFLOP/s", 8, false, [](const CaseResult& r) { return rate(r.gflops); }},
+      {"%peak", 6, false, [](const CaseResult& r) { return percent(r.peak_fraction, "n/a"); }},
+  };
+  if (contains(plan.dtypes, DType::kF32) && contains(plan.dtypes, DType::kBF16)) {
+    c.push_back({"×f32", 6, false, [](const CaseResult& r) { return ratio(r.f32_over_bf16); }});
+  }
+  if (plan.threads.size() > 1) {
+    c.push_back({"×thr", 6, false, [](const CaseResult& r) { return ratio(r.thread_speedup); }});
+  }
+  if (plan.time_baseline) {
+    c.push_back({"base ms", 9, false, [](const CaseResult& r) { return ms(r.baseline->median); }});
+    c.push_back({"speed-up", 8, false, [](const CaseResult& r) { return ratio(r.speedup); }});
+  }
+  if (std::any_of(plan.shapes.begin(), plan.shapes.end(),
+                  [](const bench::Shape& s) { return s.bandwidth_bound(); })) {
+    c.push_back(
+        {"K/V GB/s", 8, false, [](const CaseResult& r) { return r.kv_gbps ? rate(*r.kv_gbps) : "-"; }});
+    c.push_back({"%copy", 6, false, [](const CaseResult& r) { return percent(r.kv_copy_fraction); }});
+    c.push_back({"%read", 6, false, [](const CaseResult& r) { return percent(r.kv_read_fraction); }});
+  }
+  c.push_back({"max err", 8, false, [](const CaseResult& r) { return format("%.1e", r.max_err); }});
+  return c;
+}
+
+void print_line(std::ostream& os, const std::vector<Column>& cols,
+                const std::function<std::string(const Column&)>& text) {
+  std::string line;
+  for (const Column& c : cols) line += (line.empty() ? "" : "  ") + pad(text(c), c.width, c.left);
+  os << line << std::endl;  // flushed: rows appear as cases finish
+}
+
+nlohmann::ordered_json optional_number(std::optional<double> x) {
+  return x ? nlohmann::ordered_json(*x) : nlohmann::ordered_json(nullptr);
+}
+
+}  // namespace
+
+void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<MachineLimits>& limits) {
+  os << "xattn " << version() << " bench · SIMD target " << simd_target() << " · baseline "
+     << bench::blas_description() << "\n"
+     << "each case: 1 warm-up call, then at least " << plan.min_runs << " calls and " << plan.min_seconds
+     << " s; ms per call, median (min..max)\n"
+     << "machine limits, measured in this run:\n"
+     << "  threads  f32 FMA GFLOP/s  bf16 dot GFLOP/s  copy GB/s  read GB/s\n";
+  for (const MachineLimits& m : limits) {
+    os << pad(std::to_string(m.threads), 9, false) << pad(rate(m.fma_gflops), 17, false)
+       << pad(m.bf16_gflops ? rate(*m.bf16_gflops) : "n/a", 18, false) << pad(rate(m.copy_gbps), 11, false)
+       << pad(rate(m.read_gbps), 11, false) << "\n";
+  }
+  os << "%peak: of the FMA peak (f32) or the bf16 dot peak (bf16); ×f32: f32 time / bf16 time; ×thr: "
+        "time at the first thread count / this one;\n"
+        "speed-up: unfused baseline time / xattn time; K/V GB/s (Lq = 1): K+V bytes / time, %copy and "
+        "%read of the bandwidths above (over 100% when K and V fit in cache);\n"
+        "max err: max |xattn - baseline| over the output\n\n";
+}
+
+void print_table_head(std::ostream& os, const BenchPlan& plan) {
+  print_line(os, columns(plan), [](const Column& c) { return c.head; });
+}
+
+void print_row(std::ostream& os, const BenchPlan& plan, const CaseResult& r) {
+  print_line(os, columns(plan), [&](const Column& c) { return c.cell(r); });
+}
+
+std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& limits,
+                    const std::vector<CaseResult>& results) {
+  using json = nlohmann::ordered_json;
+  json machine = {{"xattn_version", version()},
+                  {"simd_target", simd_target()},
+                  {"blas", bench::blas_description()},
+                  {"default_threads", default_num_threads()},
+                  {"limits", json::array()}};
+  for (const MachineLimits& m : limits) {
+    machine["limits"].push_back({{"threads", m.threads},
+                                 {"fma_gflops", m.fma_gflops},
+                                 {"bf16_dot_gflops", optional_number(m.bf16_gflops)},
+                                 {"copy_gbps", m.copy_gbps},
+                                 {"read_gbps", m.read_gbps}});
+  }
+  json rows = json::array();
+  for (const CaseResult& r : results) {
+    const bench::Shape& s = r.shape;
+    const auto baseline_ms = [&](double Timing::*field) {
+      return r.baseline ? json((*r.baseline).*field * 1e3) : json(nullptr);
+    };
+    rows.push_back({{"name", s.name},
+                    {"B", s.B},
+                    {"Hq", s.Hq},
+                    {"Hkv", s.Hkv},
+                    {"Lq", s.Lq},
+                    {"Lk", s.Lk},
+                    {"D", s.D},
+                    {"Dv", s.Dv()},
+                    {"causal", s.causal},
+                    {"dtype", dtype_label(r.dtype)},
+                    {"threads", r.threads},
+                    {"calls", r.xattn.calls},
+                    {"xattn_ms", r.xattn.median * 1e3},
+                    {"xattn_ms_min", r.xattn.min * 1e3},
+                    {"xattn_ms_max", r.xattn.max * 1e3},
+                    {"gflops", r.gflops},
+                    {"peak_fraction", optional_number(r.peak_fraction)},
+                    {"f32_over_bf16", optional_number(r.f32_over_bf16)},
+                    {"thread_speedup", optional_number(r.thread_speedup)},
+                    {"baseline_calls", r.baseline ? json(r.baseline->calls) : json(nullptr)},
+                    {"baseline_ms", baseline_ms(&Timing::median)},
+                    {"baseline_ms_min", baseline_ms(&Timing::min)},
+                    {"baseline_ms_max", baseline_ms(&Timing::max)},
+                    {"speedup", optional_number(r.speedup)},
+                    {"kv_gbps", optional_number(r.kv_gbps)},
+                    {"kv_copy_fraction", optional_number(r.kv_copy_fraction)},
+                    {"kv_read_fraction", optional_number(r.kv_read_fraction)},
+                    {"max_err", r.max_err},
+                    {"ref_max_abs", r.ref_max_abs}});
+  }
+  const json settings = {
+      {"min_runs", plan.min_runs}, {"min_seconds", plan.min_seconds}, {"time_baseline", plan.time_baseline}};
+  return json{{"machine", machine}, {"settings", settings}, {"results", rows}}.dump(2) + "\n";
+}
+
+}  // namespace xattn::cli

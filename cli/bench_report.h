@@ -1,0 +1,27 @@
+#pragma once
+// How `xattn bench` shows its figures: a text table (printed row by row as cases finish) and a
+// JSON document with the same figures as numbers.
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "bench/machine_limits.h"
+#include "bench/runner.h"
+
+namespace xattn::cli {
+
+// The run's settings and the machine limits for each thread count.
+void print_machine(std::ostream& os, const bench::BenchPlan& plan,
+                   const std::vector<bench::MachineLimits>& limits);
+
+// Column headings; which columns appear depends on the plan (thread list, dtypes, baseline).
+void print_table_head(std::ostream& os, const bench::BenchPlan& plan);
+void print_row(std::ostream& os, const bench::BenchPlan& plan, const bench::CaseResult& r);
+
+// {"machine": {...}, "settings": {...}, "results": [...]}: times in ms, rates in GFLOP/s and
+// GB/s, fractions in [0, 1]; null where a figure does not apply or is unavailable.
+std::string to_json(const bench::BenchPlan& plan, const std::vector<bench::MachineLimits>& limits,
+                    const std::vector<bench::CaseResult>& results);
+
+}  // namespace xattn::cli

@@ -1,0 +1,194 @@
+"""End-to-end tests of `xattn bench`: one tiny smoke run whose JSON is checked field by field (the
+only benchmark in the test suite: it takes well under a second), and bad options, which must be
+refused before anything is measured and leave no JSON file behind."""
+
+import json
+import math
+import subprocess
+
+import pytest
+
+from cli_checks import assert_usage_error
+
+SUITE = ["whisper-decode", "whisper-prefill", "sd-unet-xattn", "perceiver-encode", "self-2k-d64",
+         "self-2k-d64-causal", "self-2k-d128", "self-2k-d128-causal", "gqa-decode", "crossvit-cls"]
+
+# The shape the issue asks for (Lq = 8), plus a grouped-query decode step (Hq = 2·Hkv, Lq = 1)
+# so that the GQA indexing and the bandwidth figures are checked by the same run.
+SHAPES = [(1, 2, 2, 8, 16, 8), (1, 4, 2, 1, 32, 8)]
+TINY = ["--shape", "1,2,2,8,16,8", "--runs", "1", "--min-time", "0", "--threads", "1"]
+
+
+def tiny_except(args):
+    """TINY without the options `args` set (each may be given once), so that a bad option still
+    meets a tiny run, not the whole suite, should it ever be accepted."""
+    given = {a.split("=")[0] for a in args if a.startswith("--")}
+    pairs = zip(TINY[::2], TINY[1::2])
+    return [x for option, value in pairs if option not in given for x in (option, value)]
+
+
+@pytest.fixture(scope="module")
+def smoke(xattn_bin, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "out.json"
+    args = ["bench", *sum((["--shape", ",".join(map(str, s))] for s in SHAPES), []),
+            "--runs", "1", "--min-time", "0", "--json", out, "--threads", "1"]
+    proc = subprocess.run([str(xattn_bin), *map(str, args)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stderr == ""
+    return proc.stdout, json.loads(out.read_text())
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def test_machine_limits(smoke):
+    _, doc = smoke
+    machine = doc["machine"]
+    assert machine["simd_target"] and machine["blas"]
+    [limits] = machine["limits"]
+    assert limits["threads"] == 1
+    for field in ["fma_gflops", "copy_gbps", "read_gbps"]:
+        assert positive(limits[field]), (field, limits)
+    # null only on CPUs without AVX-512 BF16.
+    bf16 = limits["bf16_dot_gflops"]
+    assert bf16 is None or positive(bf16)
+
+
+def test_one_result_per_shape_and_dtype(smoke):
+    stdout, doc = smoke
+    got = [(r["B"], r["Hq"], r["Hkv"], r["Lq"], r["Lk"], r["D"], r["dtype"]) for r in doc["results"]]
+    assert got == [(*s, dtype) for s in SHAPES for dtype in ("f32", "bf16")]
+    for r in doc["results"]:
+        assert r["Dv"] == r["D"] and r["causal"] is False and r["threads"] == 1
+        assert r["name"] in stdout
+
+
+def test_timings_and_rates(smoke):
+    _, doc = smoke
+    bf16_peak = doc["machine"]["limits"][0]["bf16_dot_gflops"]
+    for r in doc["results"]:
+        for field in ["xattn_ms", "xattn_ms_min", "xattn_ms_max", "gflops", "baseline_ms",
+                      "baseline_ms_min", "baseline_ms_max", "speedup", "ref_max_abs"]:
+            assert positive(r[field]), (field, r)
+        assert r["calls"] >= 1 and r["baseline_calls"] >= 1
+        assert r["xattn_ms_min"] <= r["xattn_ms"] <= r["xattn_ms_max"]
+        seconds = r["xattn_ms"] * 1e-3
+        flops = 4 * r["B"] * r["Hq"] * r["Lq"] * r["Lk"] * r["D"]
+        assert r["gflops"] == pytest.approx(flops / seconds * 1e-9)
+        assert r["speedup"] == pytest.approx(r["baseline_ms"] / r["xattn_ms"])
+        if r["dtype"] == "bf16" and bf16_peak is None:
+            assert r["peak_fraction"] is None
+        else:
+            assert positive(r["peak_fraction"])
+        # f32 ran first for each shape, so every bf16 row has its ratio.
+        assert (r["f32_over_bf16"] is None) == (r["dtype"] == "f32")
+        assert r["f32_over_bf16"] is None or positive(r["f32_over_bf16"])
+        assert r["thread_speedup"] is None  # one thread count
+
+
+def test_kv_bandwidth_only_for_decode(smoke):
+    _, doc = smoke
+    copy_gbps = doc["machine"]["limits"][0]["copy_gbps"]
+    for r in doc["results"]:
+        fields = [r["kv_gbps"], r["kv_copy_fraction"], r["kv_read_fraction"]]
+        if r["Lq"] != 1:
+            assert fields == [None] * 3
+            continue
+        assert all(positive(x) for x in fields), r
+        size = 4 if r["dtype"] == "f32" else 2
+        kv_bytes = r["B"] * r["Hkv"] * r["Lk"] * (r["D"] + r["Dv"]) * size
+        assert r["kv_gbps"] == pytest.approx(kv_bytes / (r["xattn_ms"] * 1e-3) * 1e-9)
+        assert r["kv_copy_fraction"] == pytest.approx(r["kv_gbps"] / copy_gbps)
+
+
+def test_xattn_agrees_with_baseline(smoke):
+    _, doc = smoke
+    for r in doc["results"]:
+        if r["dtype"] == "f32":
+            # Both accumulate in f32 over at most 16 keys of values below 2·sqrt(3).
+            bound = 1e-5
+        else:
+            # Both start from the same bf16 inputs and accumulate in f32; xattn then rounds its
+            # output to bf16 (to nearest: relative error at most 2^-8, and |out| <= max|V|
+            # because out is a convex combination of V rows), the baseline keeps f32. So the
+            # difference is the output rounding, 2^-8·|out| <= 2^-8·ref_max_abs (up to the f32
+            # part, 1e-5 as above).
+            bound = 2.0**-8 * r["ref_max_abs"] + 1e-5
+        assert 0 <= r["max_err"] <= bound, r
+
+
+def test_table_has_header_and_rows(smoke):
+    stdout, _ = smoke
+    lines = stdout.splitlines()
+    assert any("FMA" in line and "copy" in line for line in lines)
+    head = next(i for i, line in enumerate(lines) if line.startswith("shape"))
+    for column in ["xattn ms", "GFLOP/s", "%peak", "×f32", "base ms", "speed-up", "K/V GB/s",
+                   "%copy", "max err"]:
+        assert column in lines[head], column
+    assert len(lines) == head + 1 + 4
+
+
+# --- bad options: exit 2, the option named, nothing measured, no JSON file -----------------------
+
+@pytest.mark.parametrize("args,needles", [
+    (["--shape", "1,2,x"], ["--shape", "B,Hq,Hkv,Lq,Lk,D", "'1,2,x'"]),
+    (["--shape", "1,2,2,8,16"], ["--shape", "'1,2,2,8,16'"]),
+    (["--shape", "1,2,2,8,16,8,1"], ["--shape"]),
+    (["--shape", "1,2,2,0,16,8"], ["--shape", "positive"]),
+    (["--shape", "1,2,-2,8,16,8"], ["--shape", "positive"]),
+    (["--shape", "1,3,2,8,16,8"], ["--shape", "Hq = 3", "Hkv = 2"]),
+    (["--shape", "1,2,2,8,99999999999,99999999999"], ["--shape", "too large"]),
+    (["--shape", "gpt-5"], ["--shape", "gpt-5", *SUITE]),
+    (["--shape="], ["--shape"]),
+    (["--threads", "0"], ["--threads", "'0'"]),
+    (["--threads", "1,0"], ["--threads", "'1,0'"]),
+    (["--threads", "two"], ["--threads"]),
+    (["--threads", "1,,2"], ["--threads"]),
+    (["--runs", "0"], ["--runs"]),
+    (["--runs", "-3"], ["--runs"]),
+    (["--runs", "many"], ["--runs"]),
+    (["--min-time", "-0.5"], ["--min-time", "-0.5"]),
+    (["--min-time", "nan"], ["--min-time"]),
+    (["--dtype", "f16"], ["--dtype", "f32, bf16 or all"]),
+    (["--dtype="], ["--dtype"]),
+])
+def test_bad_option(run, tmp_path, args, needles):
+    out = tmp_path / "out.json"
+    proc = run("bench", *tiny_except(args), "--json", out, *args)
+    assert_usage_error(proc, *needles)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_causal_needs_a_square_custom_shape(run, tmp_path):
+    out = tmp_path / "out.json"
+    proc = run("bench", *tiny_except(["--shape"]), "--shape", "1,2,2,4,16,8", "--causal",
+               "--json", out)
+    assert_usage_error(proc, "--causal", "Lq = 4", "Lk = 16")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_causal_without_custom_shape(run, tmp_path):
+    out = tmp_path / "out.json"
+    proc = run("bench", "--shape", "self-2k-d64", "--causal", "--json", out)
+    assert_usage_error(proc, "--causal", "self-2k-d64-causal")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["directory", "missing_dir", "empty"])
+def test_unwritable_json(run, tmp_path, where):
+    target = {"directory": tmp_path, "missing_dir": tmp_path / "no" / "such" / "out.json",
+              "empty": ""}[where]
+    proc = run("bench", *TINY, "--json", target)
+    assert_usage_error(proc, "--json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_json_survives_bad_option(run, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text("sentinel")
+    proc = run("bench", *TINY, "--json", out, "--runs", "0")
+    assert_usage_error(proc, "--runs")
+    assert out.read_text() == "sentinel"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
