@@ -8,9 +8,20 @@
 #include "bench/timing.h"
 #include "bench/unfused_baseline.h"
 #include "xattn/attention.h"
+#include "xattn/half.h"
 
 namespace xattn::bench {
 namespace {
+
+double max_abs(const TensorView& t, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = t.dtype == DType::kBF16 ? bf16_to_float(static_cast<const uint16_t*>(t.data)[i])
+                                            : static_cast<const float*>(t.data)[i];
+    m = std::max(m, std::fabs(static_cast<double>(x)));
+  }
+  return m;
+}
 
 Timing summarize(std::vector<double> t) {
   std::sort(t.begin(), t.end());
@@ -33,25 +44,26 @@ Errors compare(const Operands& x, const float* ref) {
   return e;
 }
 
-CaseResult run_case(Operands& in, UnfusedBaseline& baseline, int threads, const MachineLimits& limits,
-                    const BenchPlan& plan) {
+CaseResult run_case(Operands& in, UnfusedBaseline& baseline, const Variant& variant, int threads,
+                    const MachineLimits& limits, const BenchPlan& plan) {
   CaseResult r;
   r.shape = in.shape();
-  r.dtype = in.dtype();
+  r.variant = variant;
   r.threads = threads;
 
   AttentionParams params;
   params.causal = r.shape.causal;
   params.num_threads = threads;
+  params.bf16_probabilities = variant.bf16_probabilities;
   const AttentionOutputs outputs{in.out()};
   r.xattn = time_calls([&] { attention(in.q(), in.k(), in.v(), params, outputs); }, plan.min_runs,
                        plan.min_seconds);
   r.gflops = flops(r.shape) / r.xattn.median * 1e-9;
   const std::optional<double> peak =
-      r.dtype == DType::kBF16 ? limits.bf16_gflops : std::optional<double>(limits.fma_gflops);
+      variant.dtype == DType::kBF16 ? limits.bf16_gflops : std::optional<double>(limits.fma_gflops);
   if (peak) r.peak_fraction = r.gflops / *peak;
   if (r.shape.bandwidth_bound()) {
-    r.kv_gbps = kv_bytes(r.shape, r.dtype) / r.xattn.median * 1e-9;
+    r.kv_gbps = kv_bytes(r.shape, variant.dtype) / r.xattn.median * 1e-9;
     r.kv_copy_fraction = *r.kv_gbps / limits.copy_gbps;
     r.kv_read_fraction = *r.kv_gbps / limits.read_gbps;
   }
@@ -65,10 +77,17 @@ CaseResult run_case(Operands& in, UnfusedBaseline& baseline, int threads, const 
   const Errors e = compare(in, baseline.output());
   r.max_err = e.max_err;
   r.ref_max_abs = e.ref_max_abs;
+  const Shape& s = r.shape;
+  r.v_max_abs = max_abs(in.v(), s.B * s.Hkv * s.Lk * s.Dv());
   return r;
 }
 
 }  // namespace
+
+std::string Variant::label() const {
+  if (dtype == DType::kF32) return "f32";
+  return bf16_probabilities ? "bf16p" : "bf16";
+}
 
 Timing time_calls(const std::function<void()>& call, int min_runs, double min_seconds) {
   call();  // warm-up: pages of outputs and scratch, the thread pool, caches
@@ -87,13 +106,13 @@ std::vector<CaseResult> run_plan(const BenchPlan& plan, const std::vector<Machin
   std::vector<CaseResult> results;
   for (const Shape& shape : plan.shapes) {
     std::vector<double> f32_median(plan.threads.size(), 0.0);  // 0: f32 not run (yet)
-    for (DType dtype : plan.dtypes) {
-      Operands operands(shape, dtype);
+    for (const Variant& variant : plan.variants) {
+      Operands operands(shape, variant.dtype);
       UnfusedBaseline baseline(operands);
       for (size_t t = 0; t < plan.threads.size(); ++t) {
-        CaseResult r = run_case(operands, baseline, plan.threads[t], limits[t], plan);
-        if (dtype == DType::kF32) f32_median[t] = r.xattn.median;
-        if (dtype == DType::kBF16 && f32_median[t] > 0) r.f32_over_bf16 = f32_median[t] / r.xattn.median;
+        CaseResult r = run_case(operands, baseline, variant, plan.threads[t], limits[t], plan);
+        if (variant.dtype == DType::kF32) f32_median[t] = r.xattn.median;
+        else if (f32_median[t] > 0) r.over_f32 = f32_median[t] / r.xattn.median;
         // The first thread count's row of this shape and dtype was pushed t rows ago.
         if (t > 0) r.thread_speedup = results[results.size() - t].xattn.median / r.xattn.median;
         on_result(r);

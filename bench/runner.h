@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "bench/machine_limits.h"
@@ -21,9 +22,18 @@ struct Timing {
 // One warm-up call, then calls until at least `min_runs` calls and `min_seconds` have passed.
 Timing time_calls(const std::function<void()>& call, int min_runs, double min_seconds);
 
+// The inputs' dtype and how xattn may compute with them: "f32"; "bf16" (f32 arithmetic
+// throughout, the default); "bf16p" (bf16 inputs with AttentionParams::bf16_probabilities).
+struct Variant {
+  DType dtype = DType::kF32;
+  bool bf16_probabilities = false;
+  std::string label() const;
+  bool operator==(const Variant&) const = default;
+};
+
 struct BenchPlan {
   std::vector<Shape> shapes;
-  std::vector<DType> dtypes;  // kF32 and/or kBF16
+  std::vector<Variant> variants;  // f32 first when present: the others are compared with it
   std::vector<int> threads;   // the first is the reference for thread speed-ups
   int min_runs = 5;
   double min_seconds = 0.3;
@@ -32,13 +42,13 @@ struct BenchPlan {
 
 struct CaseResult {
   Shape shape;
-  DType dtype = DType::kF32;
+  Variant variant;
   int threads = 1;
 
   Timing xattn;
   double gflops = 0;                     // flops(shape) / median
   std::optional<double> peak_fraction;   // of the f32 FMA peak (f32) or bf16 dot peak (bf16)
-  std::optional<double> f32_over_bf16;   // bf16 rows: f32 median / bf16 median, same threads
+  std::optional<double> over_f32;        // bf16 rows: f32 median / this median, same threads
   std::optional<double> thread_speedup;  // later thread counts: first count's median / this
 
   std::optional<Timing> baseline;
@@ -50,6 +60,7 @@ struct CaseResult {
 
   double max_err = 0;      // max |xattn - baseline| over the output (NaN if either has NaN)
   double ref_max_abs = 0;  // max |baseline|: the scale max_err is to be read against
+  double v_max_abs = 0;    // max |V|: bf16 probabilities may add 2^-9 of it
 };
 
 // Runs every case of `plan` in the order shape, dtype, thread count; `limits` holds one entry per

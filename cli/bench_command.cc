@@ -93,12 +93,14 @@ std::vector<Shape> parse_shapes(const BenchOptions& o) {
   return shapes;
 }
 
-std::vector<DType> parse_dtypes(const std::optional<std::string>& text) {
+std::vector<bench::Variant> parse_variants(const std::optional<std::string>& text) {
+  const bench::Variant f32{DType::kF32, false}, bf16{DType::kBF16, false}, bf16p{DType::kBF16, true};
   const std::string t = text ? trim(*text) : "all";
-  if (t == "f32") return {DType::kF32};
-  if (t == "bf16") return {DType::kBF16};
-  if (t == "all") return {DType::kF32, DType::kBF16};
-  throw Error("--dtype: expected f32, bf16 or all, got '" + *text + "'");
+  if (t == "f32") return {f32};
+  if (t == "bf16") return {bf16};
+  if (t == "bf16p") return {bf16p};
+  if (t == "all") return {f32, bf16, bf16p};
+  throw Error("--dtype: expected f32, bf16, bf16p or all, got '" + *text + "'");
 }
 
 std::vector<int> parse_threads(const std::optional<std::string>& text) {
@@ -163,7 +165,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->type_name("NAME|B,Hq,Hkv,Lq,Lk,D")
       ->allow_extra_args(false);
   bench->add_flag("--causal", o.causal, "make the custom shapes causal (top-left)");
-  add_text_option(bench, "--dtype", o.dtype, "input and output dtype (default all: both)", "f32|bf16|all");
+  add_text_option(bench, "--dtype", o.dtype,
+                  "input and output dtype; bf16p: bf16 with bf16 probabilities for P·V (default all: "
+                  "the three)",
+                  "f32|bf16|bf16p|all");
   add_text_option(bench, "--threads", o.threads,
                   "thread counts; each case runs at each, with the speed-up over the first (default: " +
                       std::to_string(default_num_threads()) + ")",
@@ -180,7 +185,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
 void bench_command(const BenchOptions& o, std::ostream& os) {
   bench::BenchPlan plan;
   plan.shapes = parse_shapes(o);
-  plan.dtypes = parse_dtypes(o.dtype);
+  plan.variants = parse_variants(o.dtype);
   plan.threads = parse_threads(o.threads);
   plan.min_runs = parse_runs(o.runs);
   plan.min_seconds = parse_min_time(o.min_time);

@@ -17,9 +17,6 @@ using bench::CaseResult;
 using bench::MachineLimits;
 using bench::Timing;
 
-// The spelling of --dtype.
-std::string dtype_label(DType t) { return t == DType::kBF16 ? "bf16" : "f32"; }
-
 template <class... Args>
 std::string format(const char* f, Args... args) {
   char buf[96];
@@ -54,7 +51,10 @@ struct Column {
   std::function<std::string(const CaseResult&)> cell;
 };
 
-bool contains(const std::vector<DType>& v, DType t) { return std::find(v.begin(), v.end(), t) != v.end(); }
+bool has_f32_and_other(const std::vector<bench::Variant>& v) {
+  const auto f32 = [](const bench::Variant& x) { return x.dtype == DType::kF32; };
+  return std::any_of(v.begin(), v.end(), f32) && !std::all_of(v.begin(), v.end(), f32);
+}
 
 // The table's columns for this plan: ratios that cannot occur in it are left out.
 std::vector<Column> columns(const BenchPlan& plan) {
@@ -62,14 +62,14 @@ std::vector<Column> columns(const BenchPlan& plan) {
   for (const bench::Shape& s : plan.shapes) name_width = std::max(name_width, s.name.size());
   std::vector<Column> c = {
       {"shape", name_width, true, [](const CaseResult& r) { return r.shape.name; }},
-      {"dtype", 5, true, [](const CaseResult& r) { return dtype_label(r.dtype); }},
+      {"dtype", 5, true, [](const CaseResult& r) { return r.variant.label(); }},
       {"thr", 3, false, [](const CaseResult& r) { return std::to_string(r.threads); }},
       {"xattn ms (min..max)", 25, false, [](const CaseResult& r) { return timing(r.xattn); }},
       {"GFLOP/s", 8, false, [](const CaseResult& r) { return rate(r.gflops); }},
       {"%peak", 6, false, [](const CaseResult& r) { return percent(r.peak_fraction, "n/a"); }},
   };
-  if (contains(plan.dtypes, DType::kF32) && contains(plan.dtypes, DType::kBF16)) {
-    c.push_back({"×f32", 6, false, [](const CaseResult& r) { return ratio(r.f32_over_bf16); }});
+  if (has_f32_and_other(plan.variants)) {
+    c.push_back({"×f32", 6, false, [](const CaseResult& r) { return ratio(r.over_f32); }});
   }
   if (plan.threads.size() > 1) {
     c.push_back({"×thr", 6, false, [](const CaseResult& r) { return ratio(r.thread_speedup); }});
@@ -114,7 +114,8 @@ void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<Ma
        << pad(m.bf16_gflops ? rate(*m.bf16_gflops) : "n/a", 18, false) << pad(rate(m.copy_gbps), 11, false)
        << pad(rate(m.read_gbps), 11, false) << "\n";
   }
-  os << "%peak: of the FMA peak (f32) or the bf16 dot peak (bf16); ×f32: f32 time / bf16 time; ×thr: "
+  os << "bf16p: bf16 inputs with bf16 probabilities for P·V (AttentionParams::bf16_probabilities)\n"
+        "%peak: of the FMA peak (f32) or the bf16 dot peak (bf16); ×f32: f32 time / bf16 time; ×thr: "
         "time at the first thread count / this one;\n"
         "speed-up: unfused baseline time / xattn time; K/V GB/s (Lq = 1): K+V bytes / time, %copy and "
         "%read of the bandwidths above (over 100% when K and V fit in cache);\n"
@@ -159,7 +160,9 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"D", s.D},
                     {"Dv", s.Dv()},
                     {"causal", s.causal},
-                    {"dtype", dtype_label(r.dtype)},
+                    {"dtype", r.variant.dtype == DType::kBF16 ? "bf16" : "f32"},
+                    {"bf16_probabilities", r.variant.bf16_probabilities},
+                    {"variant", r.variant.label()},
                     {"threads", r.threads},
                     {"calls", r.xattn.calls},
                     {"xattn_ms", r.xattn.median * 1e3},
@@ -167,7 +170,7 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"xattn_ms_max", r.xattn.max * 1e3},
                     {"gflops", r.gflops},
                     {"peak_fraction", optional_number(r.peak_fraction)},
-                    {"f32_over_bf16", optional_number(r.f32_over_bf16)},
+                    {"over_f32", optional_number(r.over_f32)},
                     {"thread_speedup", optional_number(r.thread_speedup)},
                     {"baseline_calls", r.baseline ? json(r.baseline->calls) : json(nullptr)},
                     {"baseline_ms", baseline_ms(&Timing::median)},
@@ -178,7 +181,8 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"kv_copy_fraction", optional_number(r.kv_copy_fraction)},
                     {"kv_read_fraction", optional_number(r.kv_read_fraction)},
                     {"max_err", r.max_err},
-                    {"ref_max_abs", r.ref_max_abs}});
+                    {"ref_max_abs", r.ref_max_abs},
+                    {"v_max_abs", r.v_max_abs}});
   }
   const json settings = {
       {"min_runs", plan.min_runs}, {"min_seconds", plan.min_seconds}, {"time_baseline", plan.time_baseline}};

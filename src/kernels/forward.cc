@@ -42,14 +42,11 @@ constexpr int kMaxRowVecs = 4;
 template <class Tiles>
 void accumulate(ItemState& s, const WorkItem& w) {
   Tiles::begin(s);
-  for (int64_t c0 = w.key_begin; c0 < w.key_end; c0 += kKeysPerTile) {
-    const int64_t nk = std::min(kKeysPerTile, w.key_end - c0);
-    const TileKind kind = classify_tile(s, c0, c0 + nk);
-    if (kind == TileKind::kSkip) continue;
+  for_each_tile(s, w, [&](int64_t c0, int64_t nk, TileKind kind) {
     Tiles::scores(s, c0, nk, kind);
     Tiles::softmax(s, nk);
     Tiles::weighted_sum(s, c0, nk, kind);
-  }
+  });
 }
 
 // Slot layout for a key split's partial state: m[rows], l[rows], acc[rows][Dv].
@@ -131,10 +128,7 @@ void weights_item(const Problem& p, const WorkItem& w) {
                       core::element_ptr(wdata, W.dtype, W.offset(s.b, h, i, c0)), W.dtype,
                       W.stride[3]);
   }
-  for (int64_t c0 = w.key_begin; c0 < w.key_end; c0 += kKeysPerTile) {
-    const int64_t nk = std::min(kKeysPerTile, w.key_end - c0);
-    const TileKind kind = classify_tile(s, c0, c0 + nk);
-    if (kind == TileKind::kSkip) continue;
+  for_each_tile(s, w, [&](int64_t c0, int64_t nk, TileKind kind) {
     Tiles::scores(s, c0, nk, kind);
     Tiles::normalized_probabilities(s, nk);
     for (int64_t r = 0; r < s.rows; ++r) {
@@ -142,7 +136,7 @@ void weights_item(const Problem& p, const WorkItem& w) {
       const int64_t off = W.offset(s.b, s.row_h[r], s.seq->q_start + s.row_i[r], c0);
       core::store_row(s.out_buf, nk, core::element_ptr(wdata, W.dtype, off), W.dtype, W.stride[3]);
     }
-  }
+  });
 }
 
 // Rows i in [q_len, q_rows) (dense q_lens) see nothing: out = 0, lse = -inf, weights = 0.

@@ -159,6 +159,26 @@ inline TileKind classify_tile(const ItemState& s, int64_t c0, int64_t c1) {
   return interior ? TileKind::kInterior : TileKind::kBoundary;
 }
 
+// Calls fn(c0, nk, kind) for the key tiles of a work item that some row sees. A boundary tile
+// whose leading keys every row sees (the diagonal tile of causal attention) is cut in two, so
+// that only the keys that need masking pay for it.
+template <class Fn>
+void for_each_tile(const ItemState& s, const core::WorkItem& w, const Fn& fn) {
+  for (int64_t c0 = w.key_begin; c0 < w.key_end; c0 += kKeysPerTile) {
+    const int64_t c1 = std::min(c0 + kKeysPerTile, w.key_end);
+    const TileKind kind = classify_tile(s, c0, c1);
+    if (kind == TileKind::kSkip) continue;
+    const int64_t cut = s.inter_hi;
+    if (kind == TileKind::kBoundary && c0 < cut && cut < c1 &&
+        classify_tile(s, c0, cut) == TileKind::kInterior) {
+      fn(c0, cut - c0, TileKind::kInterior);
+      fn(cut, c1 - cut, TileKind::kBoundary);
+    } else {
+      fn(c0, c1 - c0, kind);
+    }
+  }
+}
+
 // Each row's visible interval relative to key c0, clamped to [-1, nk + 1] so that it is exact
 // as a float; padding rows see nothing.
 inline void relative_ranges(ItemState& s, int64_t c0, int64_t nk) {

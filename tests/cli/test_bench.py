@@ -58,10 +58,12 @@ def test_machine_limits(smoke):
 
 def test_one_result_per_shape_and_dtype(smoke):
     stdout, doc = smoke
-    got = [(r["B"], r["Hq"], r["Hkv"], r["Lq"], r["Lk"], r["D"], r["dtype"]) for r in doc["results"]]
-    assert got == [(*s, dtype) for s in SHAPES for dtype in ("f32", "bf16")]
+    got = [(r["B"], r["Hq"], r["Hkv"], r["Lq"], r["Lk"], r["D"], r["variant"]) for r in doc["results"]]
+    assert got == [(*s, variant) for s in SHAPES for variant in ("f32", "bf16", "bf16p")]
     for r in doc["results"]:
         assert r["Dv"] == r["D"] and r["causal"] is False and r["threads"] == 1
+        assert r["dtype"] == ("f32" if r["variant"] == "f32" else "bf16")
+        assert r["bf16_probabilities"] == (r["variant"] == "bf16p")
         assert r["name"] in stdout
 
 
@@ -70,7 +72,7 @@ def test_timings_and_rates(smoke):
     bf16_peak = doc["machine"]["limits"][0]["bf16_dot_gflops"]
     for r in doc["results"]:
         for field in ["xattn_ms", "xattn_ms_min", "xattn_ms_max", "gflops", "baseline_ms",
-                      "baseline_ms_min", "baseline_ms_max", "speedup", "ref_max_abs"]:
+                      "baseline_ms_min", "baseline_ms_max", "speedup", "ref_max_abs", "v_max_abs"]:
             assert positive(r[field]), (field, r)
         assert r["calls"] >= 1 and r["baseline_calls"] >= 1
         assert r["xattn_ms_min"] <= r["xattn_ms"] <= r["xattn_ms_max"]
@@ -83,8 +85,8 @@ def test_timings_and_rates(smoke):
         else:
             assert positive(r["peak_fraction"])
         # f32 ran first for each shape, so every bf16 row has its ratio.
-        assert (r["f32_over_bf16"] is None) == (r["dtype"] == "f32")
-        assert r["f32_over_bf16"] is None or positive(r["f32_over_bf16"])
+        assert (r["over_f32"] is None) == (r["dtype"] == "f32")
+        assert r["over_f32"] is None or positive(r["over_f32"])
         assert r["thread_speedup"] is None  # one thread count
 
 
@@ -116,6 +118,10 @@ def test_xattn_agrees_with_baseline(smoke):
             # difference is the output rounding, 2^-8·|out| <= 2^-8·ref_max_abs (up to the f32
             # part, 1e-5 as above).
             bound = 2.0**-8 * r["ref_max_abs"] + 1e-5
+            if r["bf16_probabilities"]:
+                # Each weight rounded to bf16 moves out by at most 2^-9·max|V|
+                # (AttentionParams::bf16_probabilities).
+                bound += 2.0**-9 * r["v_max_abs"]
         assert 0 <= r["max_err"] <= bound, r
 
 
@@ -127,7 +133,7 @@ def test_table_has_header_and_rows(smoke):
     for column in ["xattn ms", "GFLOP/s", "%peak", "×f32", "base ms", "speed-up", "K/V GB/s",
                    "%copy", "max err"]:
         assert column in lines[head], column
-    assert len(lines) == head + 1 + 4
+    assert len(lines) == head + 1 + 6
 
 
 # --- bad options: exit 2, the option named, nothing measured, no JSON file -----------------------
@@ -151,7 +157,7 @@ def test_table_has_header_and_rows(smoke):
     (["--runs", "many"], ["--runs"]),
     (["--min-time", "-0.5"], ["--min-time", "-0.5"]),
     (["--min-time", "nan"], ["--min-time"]),
-    (["--dtype", "f16"], ["--dtype", "f32, bf16 or all"]),
+    (["--dtype", "f16"], ["--dtype", "f32, bf16, bf16p or all"]),
     (["--dtype="], ["--dtype"]),
 ])
 def test_bad_option(run, tmp_path, args, needles):
