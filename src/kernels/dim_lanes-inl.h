@@ -28,37 +28,42 @@ HWY_BEFORE_NAMESPACE();
 namespace xattn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Lane c of the result = the sum of the lanes of v[c], for N = MaxLanes vectors v[0..N).
+// Lane c of the result = the sum of the lanes of v[c], for N = MaxLanes vectors v[0..N): a
+// transpose-and-add tree, log2(N) steps, instead of N horizontal sums.
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V sum_each(D d, const V* v) {
   constexpr size_t N = hn::MaxLanes(D());
 #if HWY_TARGET != HWY_SCALAR
-  if constexpr (N == 4 || N == 8 || (N == 16 && HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3)) {
-    // Within each 128-bit block: four vectors become one holding their four block sums.
-    const hn::RepartitionToWide<D> dd;
-    auto pair = [&](V a, V b) {  // per block: a0+a2, b0+b2, a1+a3, b1+b3
-      return hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
-    };
-    auto quad = [&](const V* x) {
-      const auto ab = hn::BitCast(dd, pair(x[0], x[1])), ce = hn::BitCast(dd, pair(x[2], x[3]));
-      return hn::Add(hn::BitCast(d, hn::InterleaveLower(dd, ab, ce)),
-                     hn::BitCast(d, hn::InterleaveUpper(dd, ab, ce)));
-    };
-    if constexpr (N == 4) return quad(v);
-    // Then across blocks: the two halves first ...
-    auto halves = [&](V lo, V hi) {
-      return hn::Add(hn::ConcatLowerLower(d, hi, lo), hn::ConcatUpperUpper(d, hi, lo));
-    };
-    if constexpr (N == 8) return halves(quad(v), quad(v + 4));
+  // Within each 128-bit block: four vectors become one holding their four block sums.
+  const hn::RepartitionToWide<D> dd;
+  auto pair = [&](V a, V b) {  // per block: a0+a2, b0+b2, a1+a3, b1+b3
+    return hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
+  };
+  auto quad = [&](const V* x) {
+    const auto ab = hn::BitCast(dd, pair(x[0], x[1])), ce = hn::BitCast(dd, pair(x[2], x[3]));
+    return hn::Add(hn::BitCast(d, hn::InterleaveLower(dd, ab, ce)),
+                   hn::BitCast(d, hn::InterleaveUpper(dd, ab, ce)));
+  };
+  // Then across blocks: the two halves first ...
+  auto halves = [&](V lo, V hi) {
+    return hn::Add(hn::ConcatLowerLower(d, hi, lo), hn::ConcatUpperUpper(d, hi, lo));
+  };
+  if constexpr (N == 4) {
+    return quad(v);
+  } else if constexpr (N == 8) {
+    return halves(quad(v), quad(v + 4));
+  }
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  else if constexpr (N == 16) {
     // ... then, with four blocks, neighbouring blocks: x0 holds [q0 b0+b2, q0 b1+b3, q1 b0+b2,
     // q1 b1+b3] for the quads q0, q1 of v[0..8); x1 likewise for v[8..16).
     const V x0 = halves(quad(v), quad(v + 4)), x1 = halves(quad(v + 8), quad(v + 12));
     const V even{_mm512_shuffle_f32x4(x0.raw, x1.raw, _MM_SHUFFLE(2, 0, 2, 0))};
     const V odd{_mm512_shuffle_f32x4(x0.raw, x1.raw, _MM_SHUFFLE(3, 1, 3, 1))};
     return hn::Add(even, odd);
-#endif
   }
+#endif
+  else
 #endif
   {
     alignas(64) float sums[N];
@@ -106,7 +111,7 @@ HWY_INLINE void limit_keys(float* HWY_RESTRICT s, int64_t n, float lo, float hi)
 
 template <int kRows>
 struct DimLanes {
-  static int64_t padded_rows(int64_t) { return kRows; }
+  static int64_t padded_rows() { return kRows; }
 
   static void pack_queries(ItemState& s) {
     const int64_t D = s.p->head_dim, ld = padded(D);

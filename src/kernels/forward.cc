@@ -1,9 +1,13 @@
 // The tiled, single-pass forward (FlashAttention-2 style), compiled once per SIMD target.
 //
 //   for each work item (sequence, kv head, block of query rows of all G heads in the group):
-//     for each key tile the rows can see:
-//       St = Qt·Kᵀ → softcap → masks (boundary tiles only) → online softmax → AccT += V·Pt
+//     for each key tile the rows can see (for_each_tile):
+//       S = Q·Kᵀ → softcap → masks (boundary tiles only) → online softmax → acc += P·V
 //     finalize: out = acc / l, lse = m + log l   (or store the partial state of a key split)
+//
+// How the tiles are laid out in registers is a policy: RowLanes (row_lanes-inl.h) puts query
+// rows in the vector lanes, for items with many rows; DimLanes (dim_lanes-inl.h) puts the head
+// dimension there, for the few rows of a decoder step. with_tiles picks one per item.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/forward.cc"
@@ -71,7 +75,7 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, const cor
 template <class Tiles>
 void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials) {
   ItemState s;
-  setup_item(p, w, Tiles::padded_rows(w.row_end - w.row_begin), s);
+  setup_item(p, w, Tiles::padded_rows(), s);
   Tiles::pack_queries(s);
   accumulate<Tiles>(s, w);
   const int64_t Dv = p.value_dim;
@@ -113,7 +117,7 @@ void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& part
 template <class Tiles>
 void weights_item(const Problem& p, const WorkItem& w) {
   ItemState s;
-  setup_item(p, w, Tiles::padded_rows(w.row_end - w.row_begin), s);
+  setup_item(p, w, Tiles::padded_rows(), s);
   Tiles::pack_queries(s);
   const Operand& W = p.weights;
   void* wdata = const_cast<void*>(W.data);

@@ -26,7 +26,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 template <int kVecs>
 struct RowLanes {
   static constexpr int kRowVecs = kVecs;
-  static int64_t padded_rows(int64_t) { return kRowVecs * lanes(); }
+  static int64_t padded_rows() { return kRowVecs * lanes(); }
 
   // Qt[d][r] = scale · Q[b, h_r, i_r, d], or for bf16 dot products Qp[i][r] = the pair
   // Q[.., 2i], Q[.., 2i+1] as bits (scaled later); padding rows are zero.
