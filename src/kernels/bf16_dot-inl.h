@@ -127,11 +127,15 @@ inline void pack_value_pairs(const uint16_t* HWY_RESTRICT v, int64_t ldv, int64_
       const int64_t n = value_dim - e < 32 ? value_dim - e : 32;
       const __mmask32 m = static_cast<__mmask32>((uint64_t{1} << n) - 1);
       const __m512i a = _mm512_maskz_loadu_epi16(m, even + e);
-      const __m512i b = c + 1 < nk ? _mm512_maskz_loadu_epi16(m, odd + e) : _mm512_setzero_si512();
-      const __m512i p0 = _mm512_permutex2var_epi16(a, lo, b), p1 = _mm512_permutex2var_epi16(a, hi, b);
-      _mm512_mask_storeu_epi32(dst + e, static_cast<__mmask16>((uint32_t{1} << (n < 16 ? n : 16)) - 1), p0);
-      if (n > 16)
-        _mm512_mask_storeu_epi32(dst + e + 16, static_cast<__mmask16>((uint32_t{1} << (n - 16)) - 1), p1);
+      const __m512i b =
+          c + 1 < nk ? _mm512_maskz_loadu_epi16(m, odd + e) : _mm512_setzero_si512();
+      const auto first = [](int64_t k) { return static_cast<__mmask16>((uint32_t{1} << k) - 1); };
+      const __m512i p0 = _mm512_permutex2var_epi16(a, lo, b);
+      _mm512_mask_storeu_epi32(dst + e, first(n < 16 ? n : 16), p0);
+      if (n > 16) {
+        const __m512i p1 = _mm512_permutex2var_epi16(a, hi, b);
+        _mm512_mask_storeu_epi32(dst + e + 16, first(n - 16), p1);
+      }
     }
   }
 }

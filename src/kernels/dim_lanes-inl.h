@@ -246,8 +246,8 @@ struct DimLanes {
         for (int r = 0; r < kRows; ++r) {
           const float pr = s.scores[r * kKeysPerTile + c];
           if (kSkipZero && pr == 0.0f) continue;
-          const VF pv = hn::Set(df, pr);
-          for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(pv, vc[j], acc[r][j]);
+          const VF weight = hn::Set(df, pr);
+          for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(weight, vc[j], acc[r][j]);
         }
       }
       for (int r = 0; r < kRows; ++r)
