@@ -18,11 +18,68 @@ bool is_visible(const Problem& p, int64_t b, int64_t i, int64_t j) {
   return true;
 }
 
+// s = scale·q_i·k_j before softcap and mask, or nothing when the pair is not visible.
+bool raw_score(const Problem& p, int64_t b, int64_t h, int64_t i, int64_t j, double& s) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const int64_t Hq = p.heads_q, Lq = p.q_len, Lk = p.kv_len, D = p.head_dim;
+  const int64_t hk = h / (p.heads_q / p.heads_kv);
+  if (!is_visible(p, b, i, j)) return false;
+  if (!p.mask.empty() && p.mask[((b * Hq + h) * Lq + i) * Lk + j] == -inf) return false;
+  s = 0;
+  for (int64_t d = 0; d < D; ++d)
+    s += p.q[((b * Hq + h) * Lq + i) * D + d] * p.k[((b * p.heads_kv + hk) * Lk + j) * D + d];
+  s *= p.scale;
+  return true;
+}
+
 }  // namespace
 
+Gradients attention_backward(const Problem& p, const std::vector<double>& dout) {
+  const int64_t B = p.batch, Hq = p.heads_q, Hkv = p.heads_kv, Lq = p.q_len, Lk = p.kv_len,
+                D = p.head_dim, Dv = p.value_dim, group = p.heads_q / p.heads_kv;
+  const Result fwd = attention(p);
+  Gradients g;
+  g.dq.assign(p.q.size(), 0.0);
+  g.dk.assign(p.k.size(), 0.0);
+  g.dv.assign(p.v.size(), 0.0);
+  g.dmask.assign(B * Hq * Lq * Lk, 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t hk = h / group;
+      for (int64_t i = 0; i < Lq; ++i) {
+        const int64_t row = (b * Hq + h) * Lq + i;
+        double dout_dot_out = 0;
+        for (int64_t e = 0; e < Dv; ++e) dout_dot_out += dout[row * Dv + e] * fwd.out[row * Dv + e];
+        for (int64_t j = 0; j < Lk; ++j) {
+          double s = 0;
+          if (!raw_score(p, b, h, i, j, s)) continue;
+          const double w = fwd.weights[row * Lk + j];
+          const int64_t kv_row = (b * Hkv + hk) * Lk + j;
+          double dp = 0;
+          for (int64_t e = 0; e < Dv; ++e) {
+            dp += dout[row * Dv + e] * p.v[kv_row * Dv + e];
+            g.dv[kv_row * Dv + e] += w * dout[row * Dv + e];
+          }
+          const double dz = w * (dp - dout_dot_out);
+          g.dmask[row * Lk + j] = dz;
+          double ds = dz;
+          if (p.softcap > 0) {
+            const double t = std::tanh(s / p.softcap);
+            ds *= 1 - t * t;
+          }
+          for (int64_t d = 0; d < D; ++d) {
+            g.dq[row * D + d] += p.scale * ds * p.k[kv_row * D + d];
+            g.dk[kv_row * D + d] += p.scale * ds * p.q[row * D + d];
+          }
+        }
+      }
+    }
+  return g;
+}
+
 Result attention(const Problem& p) {
-  const int64_t B = p.batch, Hq = p.heads_q, Lq = p.q_len, Lk = p.kv_len, D = p.head_dim,
-                Dv = p.value_dim, group = p.heads_q / p.heads_kv;
+  const int64_t B = p.batch, Hq = p.heads_q, Lq = p.q_len, Lk = p.kv_len, Dv = p.value_dim,
+                group = p.heads_q / p.heads_kv;
   const double inf = std::numeric_limits<double>::infinity();
   Result r;
   r.out.assign(B * Hq * Lq * Dv, 0.0);
@@ -36,13 +93,9 @@ Result attention(const Problem& p) {
       for (int64_t i = 0; i < Lq; ++i) {
         double max_score = -inf;
         for (int64_t j = 0; j < Lk; ++j) {
-          seen[j] = is_visible(p, b, i, j);
-          if (!p.mask.empty() && p.mask[((b * Hq + h) * Lq + i) * Lk + j] == -inf) seen[j] = false;
-          if (!seen[j]) continue;
           double s = 0;
-          for (int64_t d = 0; d < D; ++d)
-            s += p.q[((b * Hq + h) * Lq + i) * D + d] * p.k[((b * p.heads_kv + hk) * Lk + j) * D + d];
-          s *= p.scale;
+          seen[j] = raw_score(p, b, h, i, j, s);
+          if (!seen[j]) continue;
           if (p.softcap > 0) s = p.softcap * std::tanh(s / p.softcap);
           if (!p.mask.empty()) s += p.mask[((b * Hq + h) * Lq + i) * Lk + j];
           score[j] = s;

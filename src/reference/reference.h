@@ -31,4 +31,15 @@ struct Result {
 
 Result attention(const Problem& p);
 
+// Gradients of L = Σ dout ⊙ out with respect to the inputs, from the definitions:
+//   dv_j = Σ_i w_ij·dout_i,  dz_ij = w_ij·(dout_i·v_j − dout_i·out_i),  dmask_ij = dz_ij,
+//   ds_ij = dz_ij·(1 − tanh²(s_ij/softcap)) (softcap) or dz_ij,  dq_i = scale·Σ_j ds_ij·k_j,
+//   dk_j = scale·Σ_i ds_ij·q_i   (GQA: dk, dv sum over the query heads of a group).
+// Invisible and masked pairs contribute nothing. dmask is dense [B,Hq,Lq,Lk].
+struct Gradients {
+  std::vector<double> dq, dk, dv, dmask;
+};
+
+Gradients attention_backward(const Problem& p, const std::vector<double>& dout);
+
 }  // namespace xattn::reference
