@@ -3,6 +3,7 @@
 #include "xattn/attention.h"
 
 #include "core/validate.h"
+#include "kernels/backward.h"
 #include "kernels/forward.h"
 
 namespace xattn {
@@ -17,6 +18,12 @@ void attention_varlen(const TensorView& q, const TensorView& k, const TensorView
                       const AttentionParams& params, const AttentionOutputs& outputs) {
   kernels::run_forward(
       core::make_varlen_problem(q, k, v, cu_seqlens_q, cu_seqlens_k, params, outputs));
+}
+
+void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const TensorView& lse, const TensorView& dout,
+                        const AttentionParams& params, const AttentionGradients& grads) {
+  kernels::run_backward(core::make_backward_problem(q, k, v, out, lse, dout, params, grads));
 }
 
 }  // namespace xattn

@@ -52,4 +52,11 @@ struct Problem {
   int64_t group_size() const { return heads_q / heads_kv; }
 };
 
+// A backward call: the forward's problem (out and lse now inputs), plus dout and the gradients.
+struct BackwardProblem {
+  Problem fwd;
+  Operand dout;
+  Operand dq, dk, dv;  // outputs (const-cast on write)
+};
+
 }  // namespace xattn::core

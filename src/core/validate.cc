@@ -339,4 +339,47 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
   return p;
 }
 
+BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
+                                      const TensorView& v, const TensorView& out,
+                                      const TensorView& lse, const TensorView& dout,
+                                      const AttentionParams& params,
+                                      const AttentionGradients& grads) {
+  static constexpr const char* kOut[] = {"B", "Hq", "Lq", "Dv"};
+  if (!lse.present()) fail("lse: is required (the forward's log-sum-exp), data is null");
+  // out and lse are checked as the forward checked them, as if they were its outputs.
+  BackwardProblem bp;
+  bp.fwd = make_dense_problem(q, k, v, params,
+                              {{const_cast<void*>(out.data), out.dtype, out.layout},
+                               {const_cast<void*>(lse.data), lse.dtype, lse.layout}});
+  const Problem& p = bp.fwd;
+  if (!dout.present()) fail("dout: is required (data is null)");
+  check_view("dout", dout, kOut);
+  check_shape("dout", dout, {p.batch, p.heads_q, p.max_q_rows, p.value_dim}, kOut);
+  check_output_dtype("dout", dout.dtype, q.dtype);
+  bp.dout = operand4(dout);
+  struct Grad {
+    const char* name;
+    const MutableTensorView& view;
+    const TensorView& like;
+    Operand& operand;
+  };
+  static constexpr const char* kQ[] = {"B", "Hq", "Lq", "D"};
+  static constexpr const char* kK[] = {"B", "Hkv", "Lk", "D"};
+  static constexpr const char* kV[] = {"B", "Hkv", "Lk", "Dv"};
+  const std::span<const char* const> dims[] = {kQ, kK, kV};
+  const Grad all[] = {{"dq", grads.dq, q, bp.dq}, {"dk", grads.dk, k, bp.dk},
+                      {"dv", grads.dv, v, bp.dv}};
+  for (int i = 0; i < 3; ++i) {
+    const Grad& g = all[i];
+    if (!g.view.present()) fail(g.name, ": is required (data is null)");
+    check_view(g.name, g.view, dims[i]);
+    check_shape(g.name, g.view, {g.like.size(0), g.like.size(1), g.like.size(2), g.like.size(3)},
+                dims[i]);
+    check_output_dtype(g.name, g.view.dtype, q.dtype);
+    check_writable(g.name, g.view);
+    g.operand = operand4(g.view);
+  }
+  return bp;
+}
+
 }  // namespace xattn::core

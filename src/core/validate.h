@@ -18,6 +18,12 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
                             std::span<const int64_t> cu_seqlens_k, const AttentionParams& params,
                             const AttentionOutputs& outputs);
 
+BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
+                                      const TensorView& v, const TensorView& out,
+                                      const TensorView& lse, const TensorView& dout,
+                                      const AttentionParams& params,
+                                      const AttentionGradients& grads);
+
 // Shared by every entry point that takes a view: rank, positive sizes, non-null data, and an
 // address range whose arithmetic cannot overflow. `dims` names each dimension for messages.
 void check_view(const char* arg, const TensorView& t, std::span<const char* const> dims);

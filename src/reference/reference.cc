@@ -43,6 +43,9 @@ Gradients attention_backward(const Problem& p, const std::vector<double>& dout) 
   g.dk.assign(p.k.size(), 0.0);
   g.dv.assign(p.v.size(), 0.0);
   g.dmask.assign(B * Hq * Lq * Lk, 0.0);
+  g.dq_scale.assign(p.q.size(), 0.0);
+  g.dk_scale.assign(p.k.size(), 0.0);
+  g.dv_scale.assign(p.v.size(), 0.0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t hk = h / group;
@@ -55,21 +58,26 @@ Gradients attention_backward(const Problem& p, const std::vector<double>& dout) 
           if (!raw_score(p, b, h, i, j, s)) continue;
           const double w = fwd.weights[row * Lk + j];
           const int64_t kv_row = (b * Hkv + hk) * Lk + j;
-          double dp = 0;
+          double dp = 0, abs_dp = 0;
           for (int64_t e = 0; e < Dv; ++e) {
             dp += dout[row * Dv + e] * p.v[kv_row * Dv + e];
+            abs_dp += std::abs(dout[row * Dv + e] * p.v[kv_row * Dv + e]);
             g.dv[kv_row * Dv + e] += w * dout[row * Dv + e];
+            g.dv_scale[kv_row * Dv + e] += w * std::abs(dout[row * Dv + e]);
           }
           const double dz = w * (dp - dout_dot_out);
           g.dmask[row * Lk + j] = dz;
-          double ds = dz;
+          double ds = dz, abs_ds = w * (abs_dp + std::abs(dout_dot_out));
           if (p.softcap > 0) {
             const double t = std::tanh(s / p.softcap);
             ds *= 1 - t * t;
+            abs_ds *= 1 - t * t;
           }
           for (int64_t d = 0; d < D; ++d) {
             g.dq[row * D + d] += p.scale * ds * p.k[kv_row * D + d];
             g.dk[kv_row * D + d] += p.scale * ds * p.q[row * D + d];
+            g.dq_scale[row * D + d] += std::abs(p.scale * abs_ds * p.k[kv_row * D + d]);
+            g.dk_scale[kv_row * D + d] += std::abs(p.scale * abs_ds * p.q[row * D + d]);
           }
         }
       }

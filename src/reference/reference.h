@@ -36,8 +36,12 @@ Result attention(const Problem& p);
 //   ds_ij = dz_ij·(1 − tanh²(s_ij/softcap)) (softcap) or dz_ij,  dq_i = scale·Σ_j ds_ij·k_j,
 //   dk_j = scale·Σ_i ds_ij·q_i   (GQA: dk, dv sum over the query heads of a group).
 // Invisible and masked pairs contribute nothing. dmask is dense [B,Hq,Lq,Lk].
+// The *_scale vectors are the same sums over absolute values of the terms (with |dp| + |delta|
+// for dp − delta): what the rounding error of an f32 computation of each gradient scales with,
+// since dp − delta cancels (to 0 when a row sees one key).
 struct Gradients {
   std::vector<double> dq, dk, dv, dmask;
+  std::vector<double> dq_scale, dk_scale, dv_scale;
 };
 
 Gradients attention_backward(const Problem& p, const std::vector<double>& dout);

@@ -230,3 +230,54 @@ TEST(BadInput, UnknownSimdTarget) {
 
 }  // namespace
 }  // namespace xattn
+
+namespace xattn {
+namespace {
+
+// attention_backward's own arguments; q, k, v and params are checked as attention() checks them.
+struct BackwardCall : Call {
+  std::vector<float> dout = std::vector<float>(B * Hq * Lq * Dv, 1.0f);
+  std::vector<float> dq = std::vector<float>(B * Hq * Lq * D, 42.0f);
+  std::vector<float> dk = std::vector<float>(B * Hkv * Lk * D, 42.0f);
+  std::vector<float> dv = std::vector<float>(B * Hkv * Lk * Dv, 42.0f);
+  TensorView doutv = view(dout.data(), {B, Hq, Lq, Dv});
+  TensorView outv = view(out.data(), {B, Hq, Lq, Dv});
+  TensorView lsev = view(lse.data(), {B, Hq, Lq});
+  AttentionGradients grads{view(dq.data(), {B, Hq, Lq, D}), view(dk.data(), {B, Hkv, Lk, D}),
+                           view(dv.data(), {B, Hkv, Lk, Dv})};
+
+  void expect_backward_error(std::initializer_list<const char*> fragments) {
+    try {
+      attention_backward(qv, kv, vv, outv, lsev, doutv, params, grads);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      for (const char* f : fragments) EXPECT_THAT(e.what(), HasSubstr(f));
+    }
+    for (const std::vector<float>* g : {&dq, &dk, &dv})
+      for (float x : *g) ASSERT_EQ(x, 42.0f);
+  }
+};
+
+TEST(BadInput, BackwardWithoutLse) {
+  BackwardCall c;
+  c.lsev = {};
+  c.expect_backward_error({"lse: is required"});
+}
+
+TEST(BadInput, BackwardDoutOfTheWrongShape) {
+  BackwardCall c;
+  c.doutv = view(c.dout.data(), {c.B, c.Hq, c.Lq, 8});
+  c.expect_backward_error({"dout: dim 3 (Dv) must be 16, got 8"});
+}
+
+TEST(BadInput, BackwardGradientOfTheWrongShapeOrMissing) {
+  BackwardCall c;
+  c.grads.dk = view(c.dk.data(), {c.B, c.Hq, c.Lk, c.D});
+  c.expect_backward_error({"dk: dim 1 (Hkv) must be 2, got 4"});
+  BackwardCall d;
+  d.grads.dv = {};
+  d.expect_backward_error({"dv: is required"});
+}
+
+}  // namespace
+}  // namespace xattn

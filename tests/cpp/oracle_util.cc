@@ -198,34 +198,50 @@ RandomCase random_case(std::mt19937_64& rng) {
   return c;
 }
 
+namespace {
+
+// A case's inputs in its dtype and layout, and the parameters pointing into them.
+struct CaseInputs {
+  explicit CaseInputs(const RandomCase& c)
+      : q({c.ref.batch, c.ref.heads_q, c.ref.q_len, c.ref.head_dim}, c.dtype, c.layout),
+        k({c.ref.batch, c.ref.heads_kv, c.ref.kv_len, c.ref.head_dim}, c.dtype, c.layout),
+        v({c.ref.batch, c.ref.heads_kv, c.ref.kv_len, c.ref.value_dim}, c.dtype, c.layout),
+        mask(c.mask_shape.empty() ? std::vector<int64_t>{1} : c.mask_shape,
+             c.mask_kind == RandomCase::MaskKind::kBool ? DType::kBool : c.dtype,
+             Layout4::kContiguous) {
+    const reference::Problem& p = c.ref;
+    q.fill(p.q), k.fill(p.k), v.fill(p.v);
+    if (!c.default_scale) params.scale = static_cast<float>(p.scale);
+    params.softcap = static_cast<float>(p.softcap);
+    params.causal = p.causal;
+    params.align = p.bottom_right ? CausalAlign::kBottomRight : CausalAlign::kTopLeft;
+    params.window = {p.window_left, p.window_right};
+    params.kv_lens = p.kv_lens;
+    params.q_lens = p.q_lens;
+    params.num_threads = c.threads;
+    params.bf16_probabilities = c.bf16_probabilities;
+    if (c.mask_kind != RandomCase::MaskKind::kNone) {
+      mask.fill(c.mask_values);
+      params.mask = mask.view();
+    }
+  }
+  CaseInputs(const CaseInputs&) = delete;  // params points into the buffers
+
+  StridedBuffer q, k, v, mask;
+  AttentionParams params;
+};
+
+}  // namespace
+
 Outputs run_xattn(const RandomCase& c) {
   const reference::Problem& p = c.ref;
-  StridedBuffer q({p.batch, p.heads_q, p.q_len, p.head_dim}, c.dtype, c.layout);
-  StridedBuffer k({p.batch, p.heads_kv, p.kv_len, p.head_dim}, c.dtype, c.layout);
-  StridedBuffer v({p.batch, p.heads_kv, p.kv_len, p.value_dim}, c.dtype, c.layout);
-  q.fill(p.q), k.fill(p.k), v.fill(p.v);
+  const CaseInputs in(c);
+  const StridedBuffer &q = in.q, &k = in.k, &v = in.v;
+  const AttentionParams& params = in.params;
   StridedBuffer out({p.batch, p.heads_q, p.q_len, p.value_dim}, c.out_dtype, c.layout);
   StridedBuffer lse({p.batch, p.heads_q, p.q_len}, DType::kF32, Layout4::kContiguous);
   StridedBuffer weights({p.batch, p.heads_q, p.q_len, p.kv_len}, c.out_dtype, c.layout);
-  const DType mask_dtype = c.mask_kind == RandomCase::MaskKind::kBool ? DType::kBool : c.dtype;
-  StridedBuffer mask(c.mask_shape.empty() ? std::vector<int64_t>{1} : c.mask_shape, mask_dtype,
-                     Layout4::kContiguous);
   out.poison(0xff), lse.poison(0xff), weights.poison(0xff);
-
-  AttentionParams params;
-  if (!c.default_scale) params.scale = static_cast<float>(p.scale);
-  params.softcap = static_cast<float>(p.softcap);
-  params.causal = p.causal;
-  params.align = p.bottom_right ? CausalAlign::kBottomRight : CausalAlign::kTopLeft;
-  params.window = {p.window_left, p.window_right};
-  params.kv_lens = p.kv_lens;
-  params.q_lens = p.q_lens;
-  params.num_threads = c.threads;
-  params.bf16_probabilities = c.bf16_probabilities;
-  if (c.mask_kind != RandomCase::MaskKind::kNone) {
-    mask.fill(c.mask_values);
-    params.mask = mask.view();
-  }
   AttentionOutputs outputs{out.mutable_view()};
   if (c.want_lse) outputs.lse = lse.mutable_view();
   if (c.want_weights) outputs.weights = weights.mutable_view();
@@ -235,6 +251,31 @@ Outputs run_xattn(const RandomCase& c) {
   if (c.want_lse) r.lse = lse.read();
   if (c.want_weights) r.weights = weights.read();
   return r;
+}
+
+reference::Gradients run_xattn_backward(const RandomCase& c, const std::vector<double>& dout,
+                                        int backward_threads) {
+  const reference::Problem& p = c.ref;
+  CaseInputs in(c);
+  in.params.bf16_probabilities = false;  // the gradients are those of the exact forward
+  const std::vector<int64_t> out_shape = {p.batch, p.heads_q, p.q_len, p.value_dim};
+  StridedBuffer out(out_shape, DType::kF32, Layout4::kContiguous);
+  StridedBuffer lse({p.batch, p.heads_q, p.q_len}, DType::kF32, Layout4::kContiguous);
+  attention(in.q.view(), in.k.view(), in.v.view(), in.params,
+            {out.mutable_view(), lse.mutable_view()});
+  StridedBuffer dout_buf(out_shape, DType::kF32, c.layout);
+  dout_buf.fill(dout);
+  StridedBuffer dq({p.batch, p.heads_q, p.q_len, p.head_dim}, c.out_dtype, c.layout);
+  StridedBuffer dk({p.batch, p.heads_kv, p.kv_len, p.head_dim}, c.out_dtype, c.layout);
+  StridedBuffer dv({p.batch, p.heads_kv, p.kv_len, p.value_dim}, c.out_dtype, c.layout);
+  dq.poison(0xff), dk.poison(0xff), dv.poison(0xff);
+  if (backward_threads > 0) in.params.num_threads = backward_threads;
+  attention_backward(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.view(),
+                     dout_buf.view(), in.params,
+                     {dq.mutable_view(), dk.mutable_view(), dv.mutable_view()});
+  reference::Gradients g;
+  g.dq = dq.read(), g.dk = dk.read(), g.dv = dv.read();
+  return g;
 }
 
 Check compare(const RandomCase& c, const Outputs& got, const reference::Result& want) {

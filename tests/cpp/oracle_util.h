@@ -67,6 +67,11 @@ struct Outputs {
 // Runs xattn::attention on the case (with its layout, dtype and options).
 Outputs run_xattn(const RandomCase& c);
 
+// Runs xattn's forward (f32 out and lse) and then attention_backward with the given dout, on
+// backward_threads threads (0: the case's); gradients in the case's output dtype and layout.
+reference::Gradients run_xattn_backward(const RandomCase& c, const std::vector<double>& dout,
+                                        int backward_threads = 0);
+
 // Max error of `got` against `want`, scaled per the case's documented tolerance; <= 1 passes.
 struct Check {
   double worst_ratio = 0;

@@ -1,0 +1,306 @@
+// The backward pass (FlashAttention-2's recomputation), compiled once per SIMD target:
+//
+//   s = scale·q·k,  z = softcap(s) + mask,  p = e^(z - lse),  dp = dout·v,
+//   ds = p·(dp - delta)·softcap'(s),  delta_i = dout_i·out_i
+//   dv_j = Σ_i p_ij·dout_i,  dk_j = scale·Σ_i ds_ij·q_i,  dq_i = scale·Σ_j ds_ij·k_j
+//
+// Two passes, each the only writer of what it computes, so there are no atomics and every sum
+// runs in a fixed order (same bits for any thread count):
+//   keys pass:    per (sequence, kv head, block of keys), over the query rows of the group that
+//                 see the block: dk and dv of the block's keys;
+//   queries pass: per (sequence, kv head, block of rows of the group), over the keys they see:
+//                 dq of the block's rows.
+// Probabilities are recomputed from lse a block of N keys at a time (N = lanes), with the head
+// dimension in the vector lanes as in the decode layout (dim_lanes-inl.h), so memory stays
+// linear in the sequence lengths.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/backward.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <vector>
+
+#include "core/convert.h"
+#include "core/parallel.h"
+#include "core/problem.h"
+#include "core/scratch.h"
+#include "core/visibility.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+#include "kernels/backward.h"
+#include "kernels/convert-inl.h"
+#include "kernels/dim_lanes-inl.h"
+#include "kernels/vector_exp-inl.h"
+#include "kernels/work_item-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace xattn::kernels::HWY_NAMESPACE {
+namespace {
+
+using core::BackwardProblem;
+using core::Operand;
+using core::Problem;
+
+constexpr int64_t kKeyBlock = 64;  // keys per keys-pass item
+constexpr int64_t kRowBlock = 32;  // flattened rows (i·G + g) per queries-pass item
+
+// Row `l` of operand t at (b, h), as f32 padded with zeros to whole vectors.
+void load_row(const Operand& t, int64_t b, int64_t h, int64_t l, int64_t width, float* dst) {
+  convert_row(core::element_ptr(t.data, t.dtype, t.offset(b, h, l, 0)), t.dtype, t.stride[3],
+              width, dst);
+  std::fill(dst + width, dst + padded(width), 0.0f);
+}
+
+void store_row(const float* src, const Operand& t, int64_t b, int64_t h, int64_t l, int64_t width) {
+  void* data = const_cast<void*>(t.data);
+  core::store_row(src, width, core::element_ptr(data, t.dtype, t.offset(b, h, l, 0)), t.dtype,
+                  t.stride[3]);
+}
+
+// What one query row needs to recompute its probabilities and their gradients.
+struct QueryRow {
+  int64_t b = 0, h = 0, i = 0;  // i: index within the sequence
+  core::KeyRange range;         // visible keys
+  float lse = 0, delta = 0;
+  const float* q = nullptr;     // [D'], unscaled
+  const float* dout = nullptr;  // [Dv']
+
+  bool sees(int64_t c0, int64_t c1) const { return lse != -__builtin_inff() && range.lo < c1 && range.hi > c0; }
+};
+
+float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
+  return static_cast<const float*>(p.lse.data)[p.lse.offset(b, h, p.sequences[b].q_start + i, 0)];
+}
+
+// p[c] and ds[c] for the n <= N keys c0 .. c0+n of one row (K and V rows f32, padded to whole
+// vectors); 0 for keys the row does not see, which are never read into the arithmetic.
+void block_gradients(const Problem& p, const QueryRow& row, const float* k, int64_t ldk,
+                     const float* v, int64_t ldv, int64_t c0, int64_t n, float* mask_buf,
+                     float* p_out, float* ds_out) {
+  const DF df;
+  constexpr int64_t N = hn::MaxLanes(DF());
+  alignas(64) float s[N], dp[N];
+  qk_block<1>(row.q, 0, padded(p.head_dim) / N, k, ldk, n, s, 0);
+  qk_block<1>(row.dout, 0, padded(p.value_dim) / N, v, ldv, n, dp, 0);
+  const VF neg_inf = hn::Set(df, -__builtin_inff());
+  const VF raw = hn::Mul(hn::Load(df, s), hn::Set(df, p.scale));
+  VF z = raw, slope = hn::Set(df, 1.0f);  // slope: d softcap(s) / ds
+  if (p.softcap > 0) {
+    const VF x = hn::Mul(raw, hn::Set(df, 1.0f / p.softcap));
+    z = hn::Mul(hn::Tanh(df, x), hn::Set(df, p.softcap));
+    // 1 - tanh²(x) = 4u / (1 + u)² with u = e^(-2|x|): no cancellation where tanh saturates.
+    const VF u = VectorExp(df, hn::Mul(hn::Abs(x), hn::Set(df, -2.0f)));
+    const VF one_u = hn::Add(hn::Set(df, 1.0f), u);
+    slope = hn::Div(hn::Mul(hn::Set(df, 4.0f), u), hn::Mul(one_u, one_u));
+  }
+  const VF key = hn::Iota(df, static_cast<float>(c0));
+  auto visible = hn::And(hn::Ge(key, hn::Set(df, static_cast<float>(row.range.lo))),
+                         hn::Lt(key, hn::Set(df, static_cast<float>(std::min(row.range.hi, c0 + n)))));
+  if (p.mask.present()) {
+    const Operand& m = p.mask;
+    core::load_mask_row(core::element_ptr(m.data, m.dtype, m.offset(row.b, row.h, row.i, c0)),
+                        m.dtype, m.stride[3], n, mask_buf);
+    std::fill(mask_buf + n, mask_buf + N, 0.0f);
+    z = apply_mask(df, z, hn::Load(df, mask_buf));
+    visible = hn::And(visible, hn::Ne(z, neg_inf));
+  }
+  const VF prob = VectorExp(df, hn::Sub(z, hn::Set(df, row.lse)));
+  const VF ds = hn::Mul(hn::Mul(prob, hn::Sub(hn::Load(df, dp), hn::Set(df, row.delta))), slope);
+  hn::Store(hn::IfThenElseZero(visible, prob), df, p_out);
+  hn::Store(hn::IfThenElseZero(visible, ds), df, ds_out);
+}
+
+// acc[0 .. vecs·N) += a · x[0 .. vecs·N)
+void axpy(float a, const float* x, int64_t vecs, float* acc) {
+  const DF df;
+  const VF va = hn::Set(df, a);
+  for (int64_t j = 0; j < vecs * lanes(); j += lanes())
+    hn::Store(hn::MulAdd(va, hn::Load(df, x + j), hn::Load(df, acc + j)), df, acc + j);
+}
+
+// delta[b][h][i] = dout·out for every row (0 for rows that see nothing).
+std::vector<float> row_deltas(const BackwardProblem& bp, int threads) {
+  const Problem& p = bp.fwd;
+  const int64_t rows = p.max_q_rows, Dv = p.value_dim;
+  std::vector<float> delta(p.batch * p.heads_q * rows, 0.0f);
+  core::parallel_for(p.batch * p.heads_q, threads, [&](int64_t bh) {
+    const int64_t b = bh / p.heads_q, h = bh % p.heads_q;
+    const core::Sequence& seq = p.sequences[b];
+    core::Carver measure(nullptr);
+    measure.take<float>(2 * padded(Dv));
+    float* buf = reinterpret_cast<float*>(core::ScratchArena::for_this_thread().bytes(measure.used()));
+    float *o = buf, *d = buf + padded(Dv);
+    for (int64_t i = 0; i < seq.q_len; ++i) {
+      load_row(p.out, b, h, seq.q_start + i, Dv, o);
+      load_row(bp.dout, b, h, seq.q_start + i, Dv, d);
+      double sum = 0;  // tiny next to the rest; double keeps delta as exact as out allows
+      for (int64_t e = 0; e < Dv; ++e) sum += static_cast<double>(o[e]) * d[e];
+      delta[bh * rows + i] = static_cast<float>(sum);
+    }
+  });
+  return delta;
+}
+
+struct Passes {
+  const BackwardProblem& bp;
+  const std::vector<float>& delta;
+
+  const Problem& p() const { return bp.fwd; }
+
+  QueryRow row(int64_t b, int64_t h, int64_t i, float* q, float* dout) const {
+    const Problem& pr = p();
+    const core::Sequence& seq = pr.sequences[b];
+    QueryRow r;
+    r.b = b, r.h = h, r.i = i;
+    r.range = core::visible_keys(pr, seq, i);
+    r.lse = r.range.empty() ? -__builtin_inff() : lse_of(pr, b, h, i);
+    r.delta = delta[(b * pr.heads_q + h) * pr.max_q_rows + i];
+    if (r.lse != -__builtin_inff()) {
+      load_row(pr.q, b, h, seq.q_start + i, pr.head_dim, q);
+      load_row(bp.dout, b, h, seq.q_start + i, pr.value_dim, dout);
+    }
+    r.q = q, r.dout = dout;
+    return r;
+  }
+
+  // dk, dv of keys [j0, j1) of kv head hk, sequence b.
+  void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1) const {
+    const Problem& pr = p();
+    const core::Sequence& seq = pr.sequences[b];
+    const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), nk = j1 - j0, N = lanes();
+    core::Carver measure(nullptr);
+    auto carve = [&](core::Carver& c, float** out) {
+      out[0] = c.take<float>(kKeyBlock * D), out[1] = c.take<float>(kKeyBlock * Dv);
+      out[2] = c.take<float>(kKeyBlock * D), out[3] = c.take<float>(kKeyBlock * Dv);
+      out[4] = c.take<float>(D), out[5] = c.take<float>(Dv), out[6] = c.take<float>(4 * N);
+    };
+    float* a[7];
+    carve(measure, a);
+    core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
+    carve(carver, a);
+    float *kb = a[0], *vb = a[1], *dk = a[2], *dv = a[3], *q = a[4], *dout = a[5];
+    float *mask_buf = a[6], *prob = a[6] + N, *ds = a[6] + 2 * N;
+    std::fill(dk, dk + nk * D, 0.0f);
+    std::fill(dv, dv + nk * Dv, 0.0f);
+    // Keys past kv_len exist in the tensor but nobody sees them: zeros stand in for them.
+    const int64_t existing = std::clamp<int64_t>(seq.kv_len - j0, 0, nk);
+    const bool any_row = existing > 0;
+    for (int64_t c = 0; c < existing; ++c) {
+      load_row(pr.k, b, hk, seq.kv_start + j0 + c, pr.head_dim, kb + c * D);
+      load_row(pr.v, b, hk, seq.kv_start + j0 + c, pr.value_dim, vb + c * Dv);
+    }
+    std::fill(kb + existing * D, kb + kKeyBlock * D, 0.0f);
+    std::fill(vb + existing * Dv, vb + kKeyBlock * Dv, 0.0f);
+    const int64_t G = pr.group_size();
+    for (int64_t g = 0; g < G && any_row; ++g)
+      for (int64_t i = 0; i < seq.q_len; ++i) {
+        const core::KeyRange range = core::visible_keys(pr, seq, i);
+        if (range.lo >= j1 || range.hi <= j0) continue;
+        const QueryRow r = row(b, hk * G + g, i, q, dout);
+        for (int64_t c0 = j0; c0 < j1; c0 += N) {
+          const int64_t n = std::min(N, j1 - c0);
+          if (!r.sees(c0, c0 + n)) continue;
+          const int64_t c = c0 - j0;
+          block_gradients(pr, r, kb + c * D, D, vb + c * Dv, Dv, c0, n, mask_buf, prob, ds);
+          for (int64_t x = 0; x < n; ++x) {
+            if (prob[x] != 0) axpy(prob[x], r.dout, Dv / N, dv + (c + x) * Dv);
+            if (ds[x] != 0) axpy(pr.scale * ds[x], r.q, D / N, dk + (c + x) * D);
+          }
+        }
+      }
+    for (int64_t c = 0; c < nk; ++c) {
+      store_row(dk + c * D, bp.dk, b, hk, seq.kv_start + j0 + c, pr.head_dim);
+      store_row(dv + c * Dv, bp.dv, b, hk, seq.kv_start + j0 + c, pr.value_dim);
+    }
+  }
+
+  // dq of the flattened rows [r0, r1) (r = i·G + g) of kv head hk, sequence b.
+  void queries(int64_t b, int64_t hk, int64_t r0, int64_t r1) const {
+    const Problem& pr = p();
+    const core::Sequence& seq = pr.sequences[b];
+    const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), N = lanes();
+    const int64_t G = pr.group_size(), rows = r1 - r0;
+    auto carve = [&](core::Carver& c, float** out) {
+      out[0] = c.take<float>(kRowBlock * D), out[1] = c.take<float>(kRowBlock * Dv);
+      out[2] = c.take<float>(kRowBlock * D), out[3] = c.take<float>(N * D);
+      out[4] = c.take<float>(N * Dv), out[5] = c.take<float>(4 * N);
+    };
+    float* a[6];
+    core::Carver measure(nullptr);
+    carve(measure, a);
+    core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
+    carve(carver, a);
+    float *q = a[0], *dout = a[1], *dq = a[2], *kb = a[3], *vb = a[4];
+    float *mask_buf = a[5], *prob = a[5] + N, *ds = a[5] + 2 * N;
+    std::fill(dq, dq + rows * D, 0.0f);
+    QueryRow r[kRowBlock];
+    int64_t lo = seq.kv_len, hi = 0;
+    for (int64_t x = 0; x < rows; ++x) {
+      const int64_t flat = r0 + x;
+      r[x] = row(b, hk * G + flat % G, flat / G, q + x * D, dout + x * Dv);
+      if (r[x].lse == -__builtin_inff() || r[x].range.empty()) continue;
+      lo = std::min(lo, r[x].range.lo), hi = std::max(hi, r[x].range.hi);
+    }
+    for (int64_t c0 = lo; c0 < hi; c0 += N) {
+      const int64_t n = std::min(N, hi - c0);
+      for (int64_t c = 0; c < n; ++c) {
+        load_row(pr.k, b, hk, seq.kv_start + c0 + c, pr.head_dim, kb + c * D);
+        load_row(pr.v, b, hk, seq.kv_start + c0 + c, pr.value_dim, vb + c * Dv);
+      }
+      std::fill(kb + n * D, kb + N * D, 0.0f);
+      std::fill(vb + n * Dv, vb + N * Dv, 0.0f);
+      for (int64_t x = 0; x < rows; ++x) {
+        if (!r[x].sees(c0, c0 + n)) continue;
+        block_gradients(pr, r[x], kb, D, vb, Dv, c0, n, mask_buf, prob, ds);
+        for (int64_t c = 0; c < n; ++c)
+          if (ds[c] != 0) axpy(pr.scale * ds[c], kb + c * D, D / N, dq + x * D);
+      }
+    }
+    for (int64_t x = 0; x < rows; ++x)
+      store_row(dq + x * D, bp.dq, b, r[x].h, seq.q_start + r[x].i, pr.head_dim);
+  }
+};
+
+}  // namespace
+
+void Backward(const BackwardProblem& bp) {
+  const Problem& p = bp.fwd;
+  const int threads = core::resolve_threads(p.num_threads);
+  const std::vector<float> delta = row_deltas(bp, threads);
+  const Passes passes{bp, delta};
+
+  struct Item {
+    int64_t b, hk, begin, end;
+  };
+  std::vector<Item> keys, queries;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t hk = 0; hk < p.heads_kv; ++hk) {
+      for (int64_t j0 = 0; j0 < p.max_kv_len; j0 += kKeyBlock)
+        keys.push_back({b, hk, j0, std::min(p.max_kv_len, j0 + kKeyBlock)});
+      const int64_t rows = p.sequences[b].q_rows * p.group_size();
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock)
+        queries.push_back({b, hk, r0, std::min(rows, r0 + kRowBlock)});
+    }
+  core::parallel_for(static_cast<int64_t>(keys.size()), threads, [&](int64_t n) {
+    const Item& w = keys[n];
+    passes.keys(w.b, w.hk, w.begin, w.end);
+  });
+  core::parallel_for(static_cast<int64_t>(queries.size()), threads, [&](int64_t n) {
+    const Item& w = queries[n];
+    passes.queries(w.b, w.hk, w.begin, w.end);
+  });
+}
+
+}  // namespace xattn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace xattn::kernels {
+
+HWY_EXPORT(Backward);
+
+void run_backward(const core::BackwardProblem& p) { HWY_DYNAMIC_DISPATCH(Backward)(p); }
+
+}  // namespace xattn::kernels
+#endif

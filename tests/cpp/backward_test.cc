@@ -1,0 +1,109 @@
+// attention_backward against the float64 oracle's gradients (reference_backward_test.cc checks
+// those against finite differences), over random configurations with every forward feature, on
+// every SIMD target.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "oracle_util.h"
+
+namespace xattn::testing {
+namespace {
+
+constexpr int kCases = 160;
+// Every gradient is a sum of f32 products of f32 sums; its rounding error is a small multiple
+// of f32's 6e-8 times the sum of the absolute values of its terms (the oracle's *_scale), which
+// 1e-5 bounds with room for sums of a few hundred terms. On top of that, p is recomputed as
+// e^(z - lse) from the forward's f32 lse and a recomputed f32 score, each rounded by up to
+// 2^-24 of their size: a relative error in p of a few 2^-24·|lse| (kLseTol).
+constexpr double kRelTol = 1e-5;
+constexpr double kLseTol = 0x1p-21;
+
+class TargetScope {
+ public:
+  explicit TargetScope(const std::string& t) { force_simd_target(t); }
+  ~TargetScope() { force_simd_target(""); }
+};
+
+// Worst |got - want| / tolerance over one gradient tensor; <= 1 passes. A 16-bit gradient dtype
+// adds its own rounding, rel_out of the value.
+double worst_ratio(const std::vector<double>& got, const std::vector<double>& want,
+                   const std::vector<double>& scale, double max_lse, double rel_out,
+                   std::string& where, const char* name) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double tol =
+        (kRelTol + kLseTol * max_lse) * scale[i] + rel_out * std::abs(want[i]) + 1e-7;
+    const double r = std::isnan(got[i]) ? INFINITY : std::abs(got[i] - want[i]) / tol;
+    if (r > worst) {
+      worst = r;
+      where = std::string(name) + "[" + std::to_string(i) + "] got " + std::to_string(got[i]) +
+              " want " + std::to_string(want[i]);
+    }
+  }
+  return worst;
+}
+
+TEST(AttentionBackward, RandomConfigurationsMatchOracleOnEveryTarget) {
+  std::mt19937_64 rng(77);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  int failures = 0;
+  double worst_seen = 0;
+  for (int n = 0; n < kCases; ++n) {
+    const RandomCase c = random_case(rng);
+    const reference::Problem& p = c.ref;
+    std::vector<double> dout(p.batch * p.heads_q * p.q_len * p.value_dim);
+    for (double& x : dout) x = normal(rng);
+    const reference::Gradients want = reference::attention_backward(p, dout);
+    double max_lse = 0;
+    for (double l : reference::attention(p).lse)
+      if (std::isfinite(l)) max_lse = std::max(max_lse, std::abs(l));
+    const double rel_out = c.out_dtype == DType::kF16 ? 0x1p-11 : c.out_dtype == DType::kBF16 ? 0x1p-8 : 0;
+    for (const std::string& target : available_simd_targets()) {
+      TargetScope scope(target);
+      const reference::Gradients got = run_xattn_backward(c, dout);
+      std::string where;
+      double worst = 0;
+      for (auto [g, w, m, name] :
+           {std::tuple{&got.dq, &want.dq, &want.dq_scale, "dq"},
+            std::tuple{&got.dk, &want.dk, &want.dk_scale, "dk"},
+            std::tuple{&got.dv, &want.dv, &want.dv_scale, "dv"}}) {
+        std::string at;
+        const double r = worst_ratio(*g, *w, *m, max_lse, rel_out, at, name);
+        if (r > worst) worst = r, where = at;
+      }
+      worst_seen = std::max(worst_seen, worst);
+      if (worst > 1.0 && ++failures <= 10)
+        ADD_FAILURE() << "case " << n << " on " << target << ": " << c.describe() << "\n  " << where
+                      << " (error/tolerance = " << worst << ")";
+    }
+  }
+  EXPECT_EQ(failures, 0);
+  std::printf("worst error/tolerance: %.3g\n", worst_seen);  // near 1: a bf16 rounding
+}
+
+// Each gradient has one writer that sums in a fixed order, so the thread count cannot change
+// a bit of the result.
+TEST(AttentionBackward, SameBitsForAnyThreadCount) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (int n = 0; n < 20; ++n) {
+    RandomCase c = random_case(rng);
+    std::vector<double> dout(c.ref.batch * c.ref.heads_q * c.ref.q_len * c.ref.value_dim);
+    for (double& x : dout) x = normal(rng);
+    c.threads = 1;  // the forward's, so that every backward sees the same out and lse
+    const reference::Gradients one = run_xattn_backward(c, dout, 1);
+    for (int threads : {2, 3, 8}) {
+      const reference::Gradients many = run_xattn_backward(c, dout, threads);
+      EXPECT_EQ(one.dq, many.dq) << threads << " threads: " << c.describe();
+      EXPECT_EQ(one.dk, many.dk) << threads << " threads: " << c.describe();
+      EXPECT_EQ(one.dv, many.dv) << threads << " threads: " << c.describe();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace xattn::testing
