@@ -8,6 +8,7 @@ import numbers
 import operator
 
 from . import _arrays as A
+from . import _autograd
 from . import _xattn
 
 
@@ -107,6 +108,9 @@ def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left"
       q_lens: per-batch valid query counts; rows i >= q_lens[b] output zeros (lse -inf).
       return_lse: also return the log-sum-exp of the scaled scores, float32 [B, Hq, Lq].
       return_weights: also return the softmax weights [B, Hq, Lq, Lk] in the input dtype.
+      Gradients: torch tensors with requires_grad get an autograd node: out's gradient flows
+        into q, k and v (the C++ attention_backward); lse and weights are not differentiable,
+        and a mask that requires grad is refused for now.
       num_threads: 0 = the library's default (see default_num_threads()).
       bf16_probabilities: for bfloat16 inputs, round the softmax weights to bfloat16 before they
         weight v, as FlashAttention and PyTorch do: faster with AVX-512 BF16, and at most
@@ -144,12 +148,17 @@ def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left"
 
     params = _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_threads,
                      bf16_probabilities)
-    batch, heads, len_q, _ = q.shape
-    out = A.empty(kind, (batch, heads, len_q, v.shape[3]), q.dtype)
-    lse = A.empty(kind, (batch, heads, len_q), A.float32(kind)) if return_lse else None
-    weights = A.empty(kind, (batch, heads, len_q, k.shape[2]), q.dtype) if return_weights else None
-    _xattn.attention(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"), params, A.spec(out, "out"),
-                     A.optional_spec(lse, "lse"), A.optional_spec(weights, "weights"))
+    if _autograd.wants_grad(kind, q, k, v, mask):
+        out, lse, weights = _autograd.attention(q, k, v, mask, params, return_weights)
+    else:
+        batch, heads, len_q, _ = q.shape
+        out = A.empty(kind, (batch, heads, len_q, v.shape[3]), q.dtype)
+        lse = A.empty(kind, (batch, heads, len_q), A.float32(kind)) if return_lse else None
+        weights = (A.empty(kind, (batch, heads, len_q, k.shape[2]), q.dtype) if return_weights
+                   else None)
+        _xattn.attention(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"), params,
+                         A.spec(out, "out"), A.optional_spec(lse, "lse"),
+                         A.optional_spec(weights, "weights"))
     if one_head:
         out, lse, weights = A.squeeze(out, 1), A.squeeze(lse, 1), A.squeeze(weights, 1)
     return _result(out, lse, weights, return_lse, return_weights)
@@ -179,6 +188,10 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mask=None, causal=F
       out [total_q, Hq, Dv], or (out, lse?, weights?) as in attention().
     """
     kind = _check_qkv(q, k, v)
+    if kind == A.TORCH and A._torch().is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad):
+        raise NotImplementedError("attention_varlen: gradients are not supported yet; use "
+                                  "attention() with kv_lens / q_lens for padded batches")
     _check_mask(kind, mask)
     for x, arg in ((q, "q"), (k, "k"), (v, "v")):
         if x.ndim != 3:
