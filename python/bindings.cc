@@ -132,13 +132,13 @@ void attention_varlen(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v
 void attention_backward(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
                         const ArraySpec& out, const ArraySpec& lse, const ArraySpec& dout,
                         const Params& params, const ArraySpec& dq, const ArraySpec& dk,
-                        const ArraySpec& dv) {
+                        const ArraySpec& dv, const OptionalArray& dmask) {
   const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
   const xattn::TensorView ov = to_view(out, "out"), lv = to_view(lse, "lse");
   const xattn::TensorView dov = to_view(dout, "dout");
   const xattn::AttentionParams p = params.view();
   const xattn::AttentionGradients g{to_mutable(dq, "dq"), to_mutable(dk, "dk"),
-                                    to_mutable(dv, "dv")};
+                                    to_mutable(dv, "dv"), to_mutable(dmask, "dmask")};
   py::gil_scoped_release release;
   xattn::attention_backward(qv, kv, vv, ov, lv, dov, p, g);
 }
@@ -181,8 +181,8 @@ PYBIND11_MODULE(_xattn, m) {
         "Packed variable-length attention into preallocated outputs.");
   m.def("attention_backward", &attention_backward, py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("out"), py::arg("lse"), py::arg("dout"), py::arg("params"), py::arg("dq"),
-        py::arg("dk"), py::arg("dv"),
-        "Gradients of dense attention into preallocated dq, dk, dv.");
+        py::arg("dk"), py::arg("dv"), py::arg("dmask"),
+        "Gradients of dense attention into preallocated dq, dk, dv (and dmask, optional).");
   m.def("merge", &merge, py::arg("out_a"), py::arg("lse_a"), py::arg("out_b"), py::arg("lse_b"),
         py::arg("out"), py::arg("lse"),
         "Merges two partial results over disjoint keys into preallocated outputs.");

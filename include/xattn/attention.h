@@ -35,6 +35,24 @@ void attention_varlen(const TensorView& q, const TensorView& k, const TensorView
                       std::span<const int64_t> cu_seqlens_q, std::span<const int64_t> cu_seqlens_k,
                       const AttentionParams& params, const AttentionOutputs& outputs);
 
+// Gradients of a loss with respect to Q, K and V, given dout = ∂loss/∂out. The probabilities are
+// recomputed tile by tile from the forward's lse (FlashAttention's backward), so memory stays
+// linear in the sequence lengths. Deterministic for a given thread count; no atomics.
+struct AttentionGradients {
+  MutableTensorView dq{}, dk{}, dv{};  // shaped like q, k, v; f32 or the inputs' dtype
+  // Optional: the gradient of a float params.mask (a learned bias), shaped like the mask, f32 or
+  // the mask's dtype. Broadcast dims sum their contributions; masked (-inf) entries get 0.
+  MutableTensorView dmask{};
+};
+
+// q, k, v and params as given to attention(); out [B, Hq, Lq, Dv] and lse [B, Hq, Lq] (f32) as it
+// returned them; dout shaped like out (f32 or the inputs' dtype). dq, dk and dv are required.
+// Rows that see no key, and keys no row sees, get zero gradients. Throws xattn::Error, before
+// writing anything, when an argument is invalid.
+void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const TensorView& lse, const TensorView& dout,
+                        const AttentionParams& params, const AttentionGradients& grads);
+
 // Combines two partial results computed over disjoint key sets into the result over their
 // union: out = (e^(lse_a-m)·out_a + e^(lse_b-m)·out_b) / (e^(lse_a-m) + e^(lse_b-m)), m = max.
 // out_* are [..., L, Dv] (rank 1-4, f32/f16/bf16), lse_* the same shape without Dv (f32).

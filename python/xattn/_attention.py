@@ -109,8 +109,8 @@ def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left"
       return_lse: also return the log-sum-exp of the scaled scores, float32 [B, Hq, Lq].
       return_weights: also return the softmax weights [B, Hq, Lq, Lk] in the input dtype.
       Gradients: torch tensors with requires_grad get an autograd node: out's gradient flows
-        into q, k and v (the C++ attention_backward); lse and weights are not differentiable,
-        and a mask that requires grad is refused for now.
+        into q, k, v and a float mask (the C++ attention_backward); lse and weights are not
+        differentiable.
       num_threads: 0 = the library's default (see default_num_threads()).
       bf16_probabilities: for bfloat16 inputs, round the softmax weights to bfloat16 before they
         weight v, as FlashAttention and PyTorch do: faster with AVX-512 BF16, and at most

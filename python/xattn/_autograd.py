@@ -1,7 +1,8 @@
 """Autograd for torch tensors: xattn.attention records one node whose backward calls the C++
 attention_backward, which recomputes the probabilities from the saved log-sum-exp (memory stays
-linear in the sequence lengths). Gradients flow into q, k and v through `out`; lse and weights
-are returned as non-differentiable. torch is imported only when a tensor asks for gradients.
+linear in the sequence lengths). Gradients flow through `out` into q, k, v and a float mask (a
+learned bias); lse and weights are returned as non-differentiable. torch is imported only when
+a tensor asks for gradients.
 """
 
 from . import _arrays as A
@@ -17,10 +18,7 @@ def wants_grad(kind, q, k, v, mask):
     torch = A._torch()
     if not torch.is_grad_enabled():
         return False
-    if mask is not None and mask.requires_grad:
-        raise NotImplementedError("mask: gradients with respect to the mask are not supported yet; "
-                                  "pass mask.detach()")
-    return q.requires_grad or k.requires_grad or v.requires_grad
+    return any(x is not None and x.requires_grad for x in (q, k, v, mask))
 
 
 def attention(q, k, v, mask, params, want_weights):
@@ -58,10 +56,14 @@ def _make_function(torch):
         def backward(ctx, dout, _dlse, _dweights):
             q, k, v, out, lse = ctx.saved_tensors
             dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
+            mask = ctx.mask
+            dmask = (torch.empty(mask.shape, dtype=mask.dtype)
+                     if mask is not None and ctx.needs_input_grad[3] else None)
             _xattn.attention_backward(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"),
                                       A.spec(out, "out"), A.spec(lse, "lse"),
                                       A.spec(dout, "dout"), ctx.params, A.spec(dq, "dq"),
-                                      A.spec(dk, "dk"), A.spec(dv, "dv"))
-            return dq, dk, dv, None, None, None
+                                      A.spec(dk, "dk"), A.spec(dv, "dv"),
+                                      A.optional_spec(dmask, "dmask"))
+            return dq, dk, dv, dmask, None, None
 
     return AttentionFunction

@@ -31,4 +31,26 @@ void parallel_for(int64_t n, int threads, const Body& body) {
   if (error) std::rethrow_exception(error);
 }
 
+// Like parallel_for, but item i runs on thread i % threads, in increasing order, and body(i, t)
+// gets that thread's index t: per-thread partial results are then the same for a given thread
+// count and can be reduced in a fixed order.
+template <class Body>
+void parallel_for_static(int64_t n, int threads, const Body& body) {
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#pragma omp parallel num_threads(threads) if (n > 1 && threads > 1)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    for (int64_t i = t; i < n; i += nt) {
+      try {
+        body(i, t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace xattn::core

@@ -57,6 +57,11 @@ struct BackwardProblem {
   Problem fwd;
   Operand dout;
   Operand dq, dk, dv;  // outputs (const-cast on write)
+  // Optional mask gradient: the caller's view, and the same broadcast onto [b, h, i, j] as
+  // strides into a dense row-major array of the view's shape (0 on broadcast dims).
+  MutableTensorView dmask_view;
+  Operand dmask_dense;
+  int64_t dmask_size = 0;  // elements of the view
 };
 
 }  // namespace xattn::core

@@ -379,6 +379,30 @@ BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
     check_writable(g.name, g.view);
     g.operand = operand4(g.view);
   }
+  if (grads.dmask.present()) {
+    const TensorView& m = params.mask;
+    if (!m.present()) fail("dmask: there is no params.mask to take the gradient of");
+    if (m.dtype == DType::kBool) fail("dmask: a bool mask has no gradient; pass a float mask");
+    const TensorView dm = grads.dmask;
+    bool same = dm.rank() == m.rank();
+    for (int i = 0; same && i < m.rank(); ++i) same = dm.size(i) == m.size(i);
+    if (!same)
+      fail("dmask: expected the mask's shape ", shape_string(m), ", got shape ", shape_string(dm));
+    const char* dims[4] = {"d0", "d1", "d2", "d3"};
+    check_view("dmask", dm, std::span(dims, m.rank()));
+    if (grads.dmask.dtype != DType::kF32 && grads.dmask.dtype != m.dtype)
+      fail("dmask: dtype must be float32 or the mask's dtype ", dtype_name(m.dtype), ", got ",
+           dtype_name(grads.dmask.dtype));
+    check_writable("dmask", grads.dmask);
+    bp.dmask_view = grads.dmask;
+    // Row-major strides of the mask's shape, then the same broadcast as the mask itself.
+    Layout dense = m.layout;
+    int64_t size = 1;
+    for (int i = m.rank() - 1; i >= 0; --i) dense.strides[i] = size, size *= m.size(i);
+    bp.dmask_dense = mask_operand({m.data, m.dtype, dense}, {p.batch, p.heads_q, p.max_q_rows,
+                                                             p.max_kv_len});
+    bp.dmask_size = size;
+  }
   return bp;
 }
 

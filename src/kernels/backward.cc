@@ -75,9 +75,10 @@ float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
 
 // p[c] and ds[c] for the n <= N keys c0 .. c0+n of one row (K and V rows f32, padded to whole
 // vectors); 0 for keys the row does not see, which are never read into the arithmetic.
+// dz_out (optional) gets p·(dp - delta), the gradient of the mask-added score.
 void block_gradients(const Problem& p, const QueryRow& row, const float* k, int64_t ldk,
                      const float* v, int64_t ldv, int64_t c0, int64_t n, float* mask_buf,
-                     float* p_out, float* ds_out) {
+                     float* p_out, float* ds_out, float* dz_out = nullptr) {
   const DF df;
   constexpr int64_t N = hn::MaxLanes(DF());
   alignas(64) float s[N], dp[N];
@@ -106,9 +107,10 @@ void block_gradients(const Problem& p, const QueryRow& row, const float* k, int6
     visible = hn::And(visible, hn::Ne(z, neg_inf));
   }
   const VF prob = VectorExp(df, hn::Sub(z, hn::Set(df, row.lse)));
-  const VF ds = hn::Mul(hn::Mul(prob, hn::Sub(hn::Load(df, dp), hn::Set(df, row.delta))), slope);
+  const VF dz = hn::Mul(prob, hn::Sub(hn::Load(df, dp), hn::Set(df, row.delta)));
   hn::Store(hn::IfThenElseZero(visible, prob), df, p_out);
-  hn::Store(hn::IfThenElseZero(visible, ds), df, ds_out);
+  hn::Store(hn::IfThenElseZero(visible, hn::Mul(dz, slope)), df, ds_out);
+  if (dz_out) hn::Store(hn::IfThenElseZero(visible, dz), df, dz_out);
 }
 
 // acc[0 .. vecs·N) += a · x[0 .. vecs·N)
@@ -140,6 +142,22 @@ std::vector<float> row_deltas(const BackwardProblem& bp, int threads) {
     }
   });
   return delta;
+}
+
+// Writes sum over `copies` dense row-major arrays (in order) into the view of the same shape.
+void store_dense(const std::vector<float>& acc, int copies, int64_t size,
+                 const MutableTensorView& view) {
+  const int rank = view.layout.rank;
+  for (int64_t idx = 0; idx < size; ++idx) {
+    float sum = acc[idx];
+    for (int c = 1; c < copies; ++c) sum += acc[c * size + idx];
+    int64_t offset = 0, rest = idx;
+    for (int d = rank - 1; d >= 0; --d) {
+      offset += rest % view.layout.shape[d] * view.layout.strides[d];
+      rest /= view.layout.shape[d];
+    }
+    core::store_row(&sum, 1, core::element_ptr(view.data, view.dtype, offset), view.dtype, 1);
+  }
 }
 
 struct Passes {
@@ -215,8 +233,9 @@ struct Passes {
     }
   }
 
-  // dq of the flattened rows [r0, r1) (r = i·G + g) of kv head hk, sequence b.
-  void queries(int64_t b, int64_t hk, int64_t r0, int64_t r1) const {
+  // dq of the flattened rows [r0, r1) (r = i·G + g) of kv head hk, sequence b; and, when
+  // dmask_acc is given, each score's dz added into it (a dense array of the mask's shape).
+  void queries(int64_t b, int64_t hk, int64_t r0, int64_t r1, float* dmask_acc) const {
     const Problem& pr = p();
     const core::Sequence& seq = pr.sequences[b];
     const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), N = lanes();
@@ -225,14 +244,16 @@ struct Passes {
       out[0] = c.take<float>(kRowBlock * D), out[1] = c.take<float>(kRowBlock * Dv);
       out[2] = c.take<float>(kRowBlock * D), out[3] = c.take<float>(N * D);
       out[4] = c.take<float>(N * Dv), out[5] = c.take<float>(4 * N);
+      out[6] = c.take<float>(N);
     };
-    float* a[6];
+    float* a[7];
     core::Carver measure(nullptr);
     carve(measure, a);
     core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
     carve(carver, a);
     float *q = a[0], *dout = a[1], *dq = a[2], *kb = a[3], *vb = a[4];
-    float *mask_buf = a[5], *prob = a[5] + N, *ds = a[5] + 2 * N;
+    float *mask_buf = a[5], *prob = a[5] + N, *ds = a[5] + 2 * N, *dz = a[6];
+    const Operand& dm = bp.dmask_dense;
     std::fill(dq, dq + rows * D, 0.0f);
     QueryRow r[kRowBlock];
     int64_t lo = seq.kv_len, hi = 0;
@@ -252,9 +273,12 @@ struct Passes {
       std::fill(vb + n * Dv, vb + N * Dv, 0.0f);
       for (int64_t x = 0; x < rows; ++x) {
         if (!r[x].sees(c0, c0 + n)) continue;
-        block_gradients(pr, r[x], kb, D, vb, Dv, c0, n, mask_buf, prob, ds);
+        block_gradients(pr, r[x], kb, D, vb, Dv, c0, n, mask_buf, prob, ds,
+                        dmask_acc ? dz : nullptr);
         for (int64_t c = 0; c < n; ++c)
           if (ds[c] != 0) axpy(pr.scale * ds[c], kb + c * D, D / N, dq + x * D);
+        if (dmask_acc)
+          for (int64_t c = 0; c < n; ++c) dmask_acc[dm.offset(b, r[x].h, r[x].i, c0 + c)] += dz[c];
       }
     }
     for (int64_t x = 0; x < rows; ++x)
@@ -286,10 +310,26 @@ void Backward(const BackwardProblem& bp) {
     const Item& w = keys[n];
     passes.keys(w.b, w.hk, w.begin, w.end);
   });
-  core::parallel_for(static_cast<int64_t>(queries.size()), threads, [&](int64_t n) {
+  if (!bp.dmask_view.present()) {
+    core::parallel_for(static_cast<int64_t>(queries.size()), threads, [&](int64_t n) {
+      const Item& w = queries[n];
+      passes.queries(w.b, w.hk, w.begin, w.end, nullptr);
+    });
+    return;
+  }
+  // Mask gradient. When no two rows share a mask row, every element has one writer (the item
+  // owning the row); when the mask broadcasts over b, h or i, each thread sums into its own
+  // copy and the copies are added in thread order.
+  const Operand& dm = bp.dmask_dense;
+  const bool shared = (p.batch > 1 && dm.stride[0] == 0) || (p.heads_q > 1 && dm.stride[1] == 0) ||
+                      (p.max_q_rows > 1 && dm.stride[2] == 0);
+  const int copies = shared ? threads : 1;
+  std::vector<float> acc(copies * bp.dmask_size, 0.0f);
+  core::parallel_for_static(static_cast<int64_t>(queries.size()), threads, [&](int64_t n, int t) {
     const Item& w = queries[n];
-    passes.queries(w.b, w.hk, w.begin, w.end);
+    passes.queries(w.b, w.hk, w.begin, w.end, acc.data() + (shared ? t : 0) * bp.dmask_size);
   });
+  store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
 }
 
 }  // namespace xattn::kernels::HWY_NAMESPACE

@@ -46,6 +46,7 @@ Gradients attention_backward(const Problem& p, const std::vector<double>& dout) 
   g.dq_scale.assign(p.q.size(), 0.0);
   g.dk_scale.assign(p.k.size(), 0.0);
   g.dv_scale.assign(p.v.size(), 0.0);
+  g.dmask_scale.assign(B * Hq * Lq * Lk, 0.0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t hk = h / group;
@@ -68,6 +69,7 @@ Gradients attention_backward(const Problem& p, const std::vector<double>& dout) 
           const double dz = w * (dp - dout_dot_out);
           g.dmask[row * Lk + j] = dz;
           double ds = dz, abs_ds = w * (abs_dp + std::abs(dout_dot_out));
+          g.dmask_scale[row * Lk + j] = abs_ds;
           if (p.softcap > 0) {
             const double t = std::tanh(s / p.softcap);
             ds *= 1 - t * t;

@@ -41,7 +41,7 @@ Result attention(const Problem& p);
 // since dp − delta cancels (to 0 when a row sees one key).
 struct Gradients {
   std::vector<double> dq, dk, dv, dmask;
-  std::vector<double> dq_scale, dk_scale, dv_scale;
+  std::vector<double> dq_scale, dk_scale, dv_scale, dmask_scale;
 };
 
 Gradients attention_backward(const Problem& p, const std::vector<double>& dout);

@@ -58,6 +58,11 @@ TEST(AttentionBackward, RandomConfigurationsMatchOracleOnEveryTarget) {
     std::vector<double> dout(p.batch * p.heads_q * p.q_len * p.value_dim);
     for (double& x : dout) x = normal(rng);
     const reference::Gradients want = reference::attention_backward(p, dout);
+    std::vector<double> dmask_want, dmask_scale;
+    if (c.mask_kind == RandomCase::MaskKind::kFloat) {
+      dmask_want = reduce_to_mask_shape(c, want.dmask);
+      dmask_scale = reduce_to_mask_shape(c, want.dmask_scale);
+    }
     double max_lse = 0;
     for (double l : reference::attention(p).lse)
       if (std::isfinite(l)) max_lse = std::max(max_lse, std::abs(l));
@@ -67,12 +72,16 @@ TEST(AttentionBackward, RandomConfigurationsMatchOracleOnEveryTarget) {
       const reference::Gradients got = run_xattn_backward(c, dout);
       std::string where;
       double worst = 0;
-      for (auto [g, w, m, name] :
-           {std::tuple{&got.dq, &want.dq, &want.dq_scale, "dq"},
-            std::tuple{&got.dk, &want.dk, &want.dk_scale, "dk"},
-            std::tuple{&got.dv, &want.dv, &want.dv_scale, "dv"}}) {
+      std::vector<std::tuple<const std::vector<double>*, const std::vector<double>*,
+                             const std::vector<double>*, const char*, double>>
+          tensors = {{&got.dq, &want.dq, &want.dq_scale, "dq", rel_out},
+                     {&got.dk, &want.dk, &want.dk_scale, "dk", rel_out},
+                     {&got.dv, &want.dv, &want.dv_scale, "dv", rel_out}};
+      if (c.mask_kind == RandomCase::MaskKind::kFloat)  // dmask is always f32 here
+        tensors.push_back({&got.dmask, &dmask_want, &dmask_scale, "dmask", 0.0});
+      for (auto [g, w, m, name, rel] : tensors) {
         std::string at;
-        const double r = worst_ratio(*g, *w, *m, max_lse, rel_out, at, name);
+        const double r = worst_ratio(*g, *w, *m, max_lse, rel, at, name);
         if (r > worst) worst = r, where = at;
       }
       worst_seen = std::max(worst_seen, worst);

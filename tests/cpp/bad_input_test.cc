@@ -281,3 +281,29 @@ TEST(BadInput, BackwardGradientOfTheWrongShapeOrMissing) {
 
 }  // namespace
 }  // namespace xattn
+
+namespace xattn {
+namespace {
+
+TEST(BadInput, BackwardMaskGradientWithoutAFloatMask) {
+  BackwardCall c;
+  std::vector<float> dmask(c.Lq * c.Lk, 42.0f);
+  c.grads.dmask = view(dmask.data(), {c.Lq, c.Lk});
+  c.expect_backward_error({"dmask: there is no params.mask"});
+  std::vector<uint8_t> bools(c.Lq * c.Lk, 1);
+  c.params.mask = view(bools.data(), DType::kBool, Layout::contiguous({c.Lq, c.Lk}));
+  c.expect_backward_error({"dmask: a bool mask has no gradient"});
+  for (float x : dmask) ASSERT_EQ(x, 42.0f);
+}
+
+TEST(BadInput, BackwardMaskGradientOfTheWrongShape) {
+  BackwardCall c;
+  std::vector<float> mask(c.Lq * c.Lk, 0.0f), dmask(c.Lq * c.Lk, 42.0f);
+  c.params.mask = view(mask.data(), {c.Lq, c.Lk});
+  c.grads.dmask = view(dmask.data(), {c.Lk, c.Lq});
+  c.expect_backward_error({"dmask: expected the mask's shape [5, 8], got shape [8, 5]"});
+  for (float x : dmask) ASSERT_EQ(x, 42.0f);
+}
+
+}  // namespace
+}  // namespace xattn

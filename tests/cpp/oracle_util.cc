@@ -198,6 +198,25 @@ RandomCase random_case(std::mt19937_64& rng) {
   return c;
 }
 
+std::vector<double> reduce_to_mask_shape(const RandomCase& c, const std::vector<double>& dense) {
+  const reference::Problem& p = c.ref;
+  int64_t size = 1;
+  for (int64_t d : c.mask_shape) size *= d;
+  std::vector<double> out(size, 0.0);
+  const int rank = static_cast<int>(c.mask_shape.size()), off = 4 - rank;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads_q; ++h)
+      for (int64_t i = 0; i < p.q_len; ++i)
+        for (int64_t j = 0; j < p.kv_len; ++j) {
+          const int64_t idx[4] = {b, h, i, j};
+          int64_t flat = 0;
+          for (int d = 0; d < rank; ++d)
+            flat = flat * c.mask_shape[d] + (c.mask_shape[d] == 1 ? 0 : idx[d + off]);
+          out[flat] += dense[((b * p.heads_q + h) * p.q_len + i) * p.kv_len + j];
+        }
+  return out;
+}
+
 namespace {
 
 // A case's inputs in its dtype and layout, and the parameters pointing into them.
@@ -270,11 +289,18 @@ reference::Gradients run_xattn_backward(const RandomCase& c, const std::vector<d
   StridedBuffer dv({p.batch, p.heads_kv, p.kv_len, p.value_dim}, c.out_dtype, c.layout);
   dq.poison(0xff), dk.poison(0xff), dv.poison(0xff);
   if (backward_threads > 0) in.params.num_threads = backward_threads;
+  // A float mask gets its gradient too, f32, shaped like the mask.
+  const bool float_mask = c.mask_kind == RandomCase::MaskKind::kFloat;
+  StridedBuffer dmask(float_mask ? c.mask_shape : std::vector<int64_t>{1}, DType::kF32,
+                      Layout4::kContiguous);
+  dmask.poison(0xff);
+  AttentionGradients grads{dq.mutable_view(), dk.mutable_view(), dv.mutable_view()};
+  if (float_mask) grads.dmask = dmask.mutable_view();
   attention_backward(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.view(),
-                     dout_buf.view(), in.params,
-                     {dq.mutable_view(), dk.mutable_view(), dv.mutable_view()});
+                     dout_buf.view(), in.params, grads);
   reference::Gradients g;
   g.dq = dq.read(), g.dk = dk.read(), g.dv = dv.read();
+  if (float_mask) g.dmask = dmask.read();
   return g;
 }
 

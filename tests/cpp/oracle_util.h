@@ -64,11 +64,16 @@ struct Outputs {
   std::vector<double> out, lse, weights;
 };
 
+// Sums a dense [B, Hq, Lq, Lk] array over the dims the case's mask broadcasts, giving an array
+// of the mask's shape (row-major).
+std::vector<double> reduce_to_mask_shape(const RandomCase& c, const std::vector<double>& dense);
+
 // Runs xattn::attention on the case (with its layout, dtype and options).
 Outputs run_xattn(const RandomCase& c);
 
 // Runs xattn's forward (f32 out and lse) and then attention_backward with the given dout, on
-// backward_threads threads (0: the case's); gradients in the case's output dtype and layout.
+// backward_threads threads (0: the case's); gradients in the case's output dtype and layout,
+// and for a float mask its gradient (f32, the mask's shape).
 reference::Gradients run_xattn_backward(const RandomCase& c, const std::vector<double>& dout,
                                         int backward_threads = 0);
 

@@ -109,11 +109,23 @@ def test_no_graph_without_grad_mode():
     assert not out.requires_grad
 
 
+@pytest.mark.parametrize("mask_shape", [(2, 3, 6, 9), (3, 6, 9), (6, 9), (2, 1, 6, 9), (1, 3, 1, 9)])
+def test_a_learned_bias_gets_its_gradient(mask_shape):
+    """A float mask that requires grad (relative position bias, CrossFormer's dynamic position
+    bias) gets dmask, summed over the dims it broadcasts."""
+    q, k, v = randn(2, 3, 6, 8, seed=27), randn(2, 3, 9, 8, seed=28), randn(2, 3, 9, 8, seed=29)
+    bias = randn(*mask_shape, seed=30)
+    dout = randn(2, 3, 6, 8, seed=31)
+    got = grads_of(lambda a, b, c, m: xattn.attention(a, b, c, mask=m, causal=True),
+                   (q, k, v, bias), dout)
+    want = grads_of(lambda a, b, c, m: oracle.attention(a, b, c, mask=m, causal=True)[0],
+                    [x.double() for x in (q, k, v, bias)], dout.double())
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        assert (g.double() - w).abs().max().item() <= 1e-4 * w.abs().max().item()
+
+
 def test_unsupported_gradients_are_refused():
-    q = randn(1, 1, 4, 8, seed=25).requires_grad_()
-    mask = torch.zeros(4, 4, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="mask"):
-        xattn.attention(q, q, q, mask=mask)
     packed = randn(6, 1, 8, seed=26).requires_grad_()
     with pytest.raises(NotImplementedError, match="attention_varlen"):
         xattn.attention_varlen(packed, packed, packed, [0, 2, 6], [0, 2, 6])
