@@ -73,6 +73,30 @@ MutableTensorView Operands::out() {
   return {out_.data(), dtype_, Layout::contiguous({shape_.B, shape_.Hq, shape_.Lq, shape_.Dv()})};
 }
 
+BackwardOperands::BackwardOperands(const Operands& fwd)
+    : shape_(fwd.shape()),
+      dtype_(fwd.dtype()),
+      lse_(units(elements(shape_.B, shape_.Hq, shape_.Lq, 1), DType::kF32)),
+      dout_(random_tensor(4, elements(shape_.B, shape_.Hq, shape_.Lq, shape_.Dv()), dtype_)),
+      dq_(units(elements(shape_.B, shape_.Hq, shape_.Lq, shape_.D), dtype_)),
+      dk_(units(elements(shape_.B, shape_.Hkv, shape_.Lk, shape_.D), dtype_)),
+      dv_(units(elements(shape_.B, shape_.Hkv, shape_.Lk, shape_.Dv()), dtype_)) {}
+
+MutableTensorView BackwardOperands::lse() {
+  return {lse_.data(), DType::kF32, Layout::contiguous({shape_.B, shape_.Hq, shape_.Lq})};
+}
+
+TensorView BackwardOperands::dout() const {
+  return contiguous(dout_, dtype_, shape_.B, shape_.Hq, shape_.Lq, shape_.Dv());
+}
+
+AttentionGradients BackwardOperands::grads() {
+  const Shape& s = shape_;
+  return {{dq_.data(), dtype_, Layout::contiguous({s.B, s.Hq, s.Lq, s.D})},
+          {dk_.data(), dtype_, Layout::contiguous({s.B, s.Hkv, s.Lk, s.D})},
+          {dv_.data(), dtype_, Layout::contiguous({s.B, s.Hkv, s.Lk, s.Dv()})}};
+}
+
 float Operands::out_at(int64_t i) const {
   if (dtype_ == DType::kBF16) return bf16_to_float(out_[static_cast<size_t>(i)]);
   float f;

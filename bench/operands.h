@@ -7,6 +7,7 @@
 
 #include "bench/aligned_buffer.h"
 #include "bench/suite.h"
+#include "xattn/attention.h"
 #include "xattn/tensor.h"
 
 namespace xattn::bench {
@@ -35,6 +36,22 @@ class Operands {
   DType dtype_;
   // One buffer per tensor, 2 or 4 bytes per element (bf16 is held as its bit pattern).
   AlignedBuffer<uint16_t> q_, k_, v_, out_;
+};
+
+// What a backward call needs beyond the forward's operands: lse, a fixed pseudo-random dout
+// and the gradients, in the forward operands' dtype (lse f32).
+class BackwardOperands {
+ public:
+  explicit BackwardOperands(const Operands& fwd);
+
+  MutableTensorView lse();
+  TensorView dout() const;
+  AttentionGradients grads();
+
+ private:
+  Shape shape_;
+  DType dtype_;
+  AlignedBuffer<uint16_t> lse_, dout_, dq_, dk_, dv_;
 };
 
 }  // namespace xattn::bench

@@ -68,6 +68,21 @@ CaseResult run_case(Operands& in, UnfusedBaseline& baseline, const Variant& vari
     r.kv_read_fraction = *r.kv_gbps / limits.read_gbps;
   }
 
+  if (plan.backward) {
+    BackwardOperands grad(in);
+    AttentionOutputs with_lse{in.out(), grad.lse()};
+    attention(in.q(), in.k(), in.v(), params, with_lse);
+    r.backward = time_calls(
+        [&] {
+          attention_backward(in.q(), in.k(), in.v(), in.out(), grad.lse(), grad.dout(), params,
+                             grad.grads());
+        },
+        plan.min_runs, plan.min_seconds);
+    r.backward_gflops = 2.5 * flops(r.shape) / r.backward->median * 1e-9;
+    if (peak) r.backward_peak_fraction = *r.backward_gflops / *peak;
+    r.backward_over_forward = r.backward->median / r.xattn.median;
+  }
+
   if (plan.time_baseline) {
     r.baseline = time_calls([&] { baseline.run(threads); }, plan.min_runs, plan.min_seconds);
     r.speedup = r.baseline->median / r.xattn.median;

@@ -38,6 +38,7 @@ struct BenchPlan {
   int min_runs = 5;
   double min_seconds = 0.3;
   bool time_baseline = true;  // false: the baseline still runs once, untimed, for max_err
+  bool backward = false;      // also time attention_backward
 };
 
 struct CaseResult {
@@ -50,6 +51,11 @@ struct CaseResult {
   std::optional<double> peak_fraction;   // of the f32 FMA peak (f32) or bf16 dot peak (bf16)
   std::optional<double> over_f32;        // bf16 rows: f32 median / this median, same threads
   std::optional<double> thread_speedup;  // later thread counts: first count's median / this
+
+  // --backward: attention_backward's time, GFLOP/s counting 10·B·Hq·Lq·Lk·D (halved for
+  // causal), their fraction of the peak, and backward time / forward time.
+  std::optional<Timing> backward;
+  std::optional<double> backward_gflops, backward_peak_fraction, backward_over_forward;
 
   std::optional<Timing> baseline;
   std::optional<double> speedup;  // baseline median / xattn median

@@ -177,6 +177,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   add_text_option(bench, "--min-time", o.min_time, "and at least this many seconds per case (default 0.3)",
                   "SECONDS");
   add_text_option(bench, "--json", o.json, "also write every figure to FILE as JSON", "FILE");
+  bench->add_flag("--backward", o.backward,
+                  "also time attention_backward (GFLOP/s count 10·B·Hq·Lq·Lk·D; bwd/fwd: its time "
+                  "over the forward's)");
   bench->add_flag("--no-baseline", o.no_baseline,
                   "do not time the unfused baseline (it still runs once, for the max err column)");
   return bench;
@@ -190,6 +193,7 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
   plan.min_runs = parse_runs(o.runs);
   plan.min_seconds = parse_min_time(o.min_time);
   plan.time_baseline = !o.no_baseline;
+  plan.backward = o.backward;
   if (o.json) {
     if (o.json->empty()) throw Error("--json: expected a file name, got ''");
     check_writable("--json", *o.json);

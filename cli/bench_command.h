@@ -21,6 +21,7 @@ struct BenchOptions {
   bool causal = false;
   std::optional<std::string> dtype, threads, runs, min_time, json;
   bool no_baseline = false;
+  bool backward = false;
 };
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);

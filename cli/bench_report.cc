@@ -74,6 +74,15 @@ std::vector<Column> columns(const BenchPlan& plan) {
   if (plan.threads.size() > 1) {
     c.push_back({"×thr", 6, false, [](const CaseResult& r) { return ratio(r.thread_speedup); }});
   }
+  if (plan.backward) {
+    c.push_back({"bwd ms", 9, false, [](const CaseResult& r) { return ms(r.backward->median); }});
+    c.push_back({"bwd GF/s", 8, false,
+                 [](const CaseResult& r) { return rate(*r.backward_gflops); }});
+    c.push_back({"bwd %pk", 7, false,
+                 [](const CaseResult& r) { return percent(r.backward_peak_fraction, "n/a"); }});
+    c.push_back({"bwd/fwd", 7, false,
+                 [](const CaseResult& r) { return ratio(r.backward_over_forward); }});
+  }
   if (plan.time_baseline) {
     c.push_back({"base ms", 9, false, [](const CaseResult& r) { return ms(r.baseline->median); }});
     c.push_back({"speed-up", 8, false, [](const CaseResult& r) { return ratio(r.speedup); }});
@@ -177,6 +186,10 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"baseline_ms_min", baseline_ms(&Timing::min)},
                     {"baseline_ms_max", baseline_ms(&Timing::max)},
                     {"speedup", optional_number(r.speedup)},
+                    {"backward_ms", r.backward ? json(r.backward->median * 1e3) : json(nullptr)},
+                    {"backward_gflops", optional_number(r.backward_gflops)},
+                    {"backward_peak_fraction", optional_number(r.backward_peak_fraction)},
+                    {"backward_over_forward", optional_number(r.backward_over_forward)},
                     {"kv_gbps", optional_number(r.kv_gbps)},
                     {"kv_copy_fraction", optional_number(r.kv_copy_fraction)},
                     {"kv_read_fraction", optional_number(r.kv_read_fraction)},

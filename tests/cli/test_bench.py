@@ -198,3 +198,18 @@ def test_existing_json_survives_bad_option(run, tmp_path):
     assert_usage_error(proc, "--runs")
     assert out.read_text() == "sentinel"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_backward_mode(xattn_bin, tmp_path):
+    out = tmp_path / "bwd.json"
+    proc = subprocess.run([str(xattn_bin), "bench", "--backward", *TINY, "--dtype", "f32",
+                           "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "bwd/fwd" in proc.stdout
+    [r] = json.loads(out.read_text())["results"]
+    for field in ["backward_ms", "backward_gflops", "backward_peak_fraction",
+                  "backward_over_forward"]:
+        assert positive(r[field]), (field, r)
+    flops = 10 * r["B"] * r["Hq"] * r["Lq"] * r["Lk"] * r["D"]
+    assert r["backward_gflops"] == pytest.approx(flops / (r["backward_ms"] * 1e-3) * 1e-9)
+    assert r["backward_over_forward"] == pytest.approx(r["backward_ms"] / r["xattn_ms"])
