@@ -66,7 +66,10 @@ struct QueryRow {
   const float* q = nullptr;     // [D'], unscaled
   const float* dout = nullptr;  // [Dv']
 
-  bool sees(int64_t c0, int64_t c1) const { return lse != -__builtin_inff() && range.lo < c1 && range.hi > c0; }
+  // Whether the row sees any key of [c0, c1) (a row whose lse is -inf sees nothing).
+  bool sees(int64_t c0, int64_t c1) const {
+    return lse != -__builtin_inff() && range.lo < c1 && range.hi > c0;
+  }
 };
 
 float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
@@ -96,8 +99,9 @@ void block_gradients(const Problem& p, const QueryRow& row, const float* k, int6
     slope = hn::Div(hn::Mul(hn::Set(df, 4.0f), u), hn::Mul(one_u, one_u));
   }
   const VF key = hn::Iota(df, static_cast<float>(c0));
+  const float hi = static_cast<float>(std::min(row.range.hi, c0 + n));
   auto visible = hn::And(hn::Ge(key, hn::Set(df, static_cast<float>(row.range.lo))),
-                         hn::Lt(key, hn::Set(df, static_cast<float>(std::min(row.range.hi, c0 + n)))));
+                         hn::Lt(key, hn::Set(df, hi)));
   if (p.mask.present()) {
     const Operand& m = p.mask;
     core::load_mask_row(core::element_ptr(m.data, m.dtype, m.offset(row.b, row.h, row.i, c0)),
@@ -131,7 +135,8 @@ std::vector<float> row_deltas(const BackwardProblem& bp, int threads) {
     const core::Sequence& seq = p.sequences[b];
     core::Carver measure(nullptr);
     measure.take<float>(2 * padded(Dv));
-    float* buf = reinterpret_cast<float*>(core::ScratchArena::for_this_thread().bytes(measure.used()));
+    auto* buf = reinterpret_cast<float*>(
+        core::ScratchArena::for_this_thread().bytes(measure.used()));
     float *o = buf, *d = buf + padded(Dv);
     for (int64_t i = 0; i < seq.q_len; ++i) {
       load_row(p.out, b, h, seq.q_start + i, Dv, o);
