@@ -117,12 +117,12 @@ void block_gradients(const Problem& p, const QueryRow& row, const float* k, int6
   if (dz_out) hn::Store(hn::IfThenElseZero(visible, dz), df, dz_out);
 }
 
-// acc[0 .. vecs·N) += a · x[0 .. vecs·N)
+// acc[0 .. vecs·N) += a · x[0 .. vecs·N)   (any alignment)
 void axpy(float a, const float* x, int64_t vecs, float* acc) {
   const DF df;
   const VF va = hn::Set(df, a);
   for (int64_t j = 0; j < vecs * lanes(); j += lanes())
-    hn::Store(hn::MulAdd(va, hn::Load(df, x + j), hn::Load(df, acc + j)), df, acc + j);
+    hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + j), hn::LoadU(df, acc + j)), df, acc + j);
 }
 
 // delta[b][h][i] = dout·out for every row (0 for rows that see nothing).
@@ -187,8 +187,9 @@ struct Passes {
     return r;
   }
 
-  // dk, dv of keys [j0, j1) of kv head hk, sequence b.
-  void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1) const {
+  // dk, dv of keys [j0, j1) of kv head hk, sequence b; with dq_acc ([G·q_rows][D'], flattened
+  // rows r = i·G + g), also these keys' terms of dq, added in.
+  void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1, float* dq_acc = nullptr) const {
     const Problem& pr = p();
     const core::Sequence& seq = pr.sequences[b];
     const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), nk = j1 - j0, N = lanes();
@@ -228,7 +229,9 @@ struct Passes {
           block_gradients(pr, r, kb + c * D, D, vb + c * Dv, Dv, c0, n, mask_buf, prob, ds);
           for (int64_t x = 0; x < n; ++x) {
             if (prob[x] != 0) axpy(prob[x], r.dout, Dv / N, dv + (c + x) * Dv);
-            if (ds[x] != 0) axpy(pr.scale * ds[x], r.q, D / N, dk + (c + x) * D);
+            if (ds[x] == 0) continue;
+            axpy(pr.scale * ds[x], r.q, D / N, dk + (c + x) * D);
+            if (dq_acc) axpy(pr.scale * ds[x], kb + (c + x) * D, D / N, dq_acc + (i * G + g) * D);
           }
         }
       }
@@ -236,6 +239,21 @@ struct Passes {
       store_row(dk + c * D, bp.dk, b, hk, seq.kv_start + j0 + c, pr.head_dim);
       store_row(dv + c * Dv, bp.dv, b, hk, seq.kv_start + j0 + c, pr.value_dim);
     }
+  }
+
+  // Every gradient of kv head hk of sequence b in one pass over its key blocks: dq accumulates
+  // across the blocks in key order, the order the queries pass sums in, so the bits match.
+  void head(int64_t b, int64_t hk) const {
+    const Problem& pr = p();
+    const core::Sequence& seq = pr.sequences[b];
+    const int64_t D = padded(pr.head_dim), rows = seq.q_rows * pr.group_size();
+    thread_local std::vector<float> dq;  // reused across items and calls
+    dq.assign(rows * D, 0.0f);
+    for (int64_t j0 = 0; j0 < pr.max_kv_len; j0 += kKeyBlock)
+      keys(b, hk, j0, std::min(pr.max_kv_len, j0 + kKeyBlock), dq.data());
+    for (int64_t r = 0; r < rows; ++r)
+      store_row(dq.data() + r * D, bp.dq, b, hk * pr.group_size() + r % pr.group_size(),
+                seq.q_start + r / pr.group_size(), pr.head_dim);
   }
 
   // dq of the flattened rows [r0, r1) (r = i·G + g) of kv head hk, sequence b; and, when
@@ -299,6 +317,13 @@ void Backward(const BackwardProblem& bp) {
   const std::vector<float> delta = row_deltas(bp, threads);
   const Passes passes{bp, delta};
 
+  // Enough kv heads to keep the threads busy: one pass per head. Otherwise (and for the mask
+  // gradient) the keys and queries passes, which split the heads further.
+  if (p.batch * p.heads_kv >= threads && !bp.dmask_view.present()) {
+    core::parallel_for(p.batch * p.heads_kv, threads,
+                       [&](int64_t n) { passes.head(n / p.heads_kv, n % p.heads_kv); });
+    return;
+  }
   struct Item {
     int64_t b, hk, begin, end;
   };
