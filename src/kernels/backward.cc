@@ -44,6 +44,7 @@ using core::Problem;
 
 constexpr int64_t kKeyBlock = 64;  // keys per keys-pass item
 constexpr int64_t kRowBlock = 32;  // flattened rows (i·G + g) per queries-pass item
+constexpr int kRows = 4;           // rows the keys pass takes together
 
 // Row `l` of operand t at (b, h), as f32 padded with zeros to whole vectors.
 void load_row(const Operand& t, int64_t b, int64_t h, int64_t l, int64_t width, float* dst) {
@@ -78,15 +79,13 @@ float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
 
 // p[c] and ds[c] for the n <= N keys c0 .. c0+n of one row (K and V rows f32, padded to whole
 // vectors); 0 for keys the row does not see, which are never read into the arithmetic.
-// dz_out (optional) gets p·(dp - delta), the gradient of the mask-added score.
-void block_gradients(const Problem& p, const QueryRow& row, const float* k, int64_t ldk,
-                     const float* v, int64_t ldv, int64_t c0, int64_t n, float* mask_buf,
-                     float* p_out, float* ds_out, float* dz_out = nullptr) {
+// s and dp are the row's q·k and dout·v for those keys (N lanes). dz_out (optional) gets
+// p·(dp - delta), the gradient of the mask-added score.
+void scores_to_gradients(const Problem& p, const QueryRow& row, const float* s, const float* dp,
+                         int64_t c0, int64_t n, float* mask_buf, float* p_out, float* ds_out,
+                         float* dz_out = nullptr) {
   const DF df;
   constexpr int64_t N = hn::MaxLanes(DF());
-  alignas(64) float s[N], dp[N];
-  qk_block<1>(row.q, 0, padded(p.head_dim) / N, k, ldk, n, s, 0);
-  qk_block<1>(row.dout, 0, padded(p.value_dim) / N, v, ldv, n, dp, 0);
   const VF neg_inf = hn::Set(df, -__builtin_inff());
   const VF raw = hn::Mul(hn::Load(df, s), hn::Set(df, p.scale));
   VF z = raw, slope = hn::Set(df, 1.0f);  // slope: d softcap(s) / ds
@@ -115,6 +114,17 @@ void block_gradients(const Problem& p, const QueryRow& row, const float* k, int6
   hn::Store(hn::IfThenElseZero(visible, prob), df, p_out);
   hn::Store(hn::IfThenElseZero(visible, hn::Mul(dz, slope)), df, ds_out);
   if (dz_out) hn::Store(hn::IfThenElseZero(visible, dz), df, dz_out);
+}
+
+// scores_to_gradients for one row, computing its s and dp from the K and V rows.
+void block_gradients(const Problem& p, const QueryRow& row, const float* k, int64_t ldk,
+                     const float* v, int64_t ldv, int64_t c0, int64_t n, float* mask_buf,
+                     float* p_out, float* ds_out, float* dz_out = nullptr) {
+  constexpr int64_t N = hn::MaxLanes(DF());
+  alignas(64) float s[N], dp[N];
+  qk_block<1>(row.q, 0, padded(p.head_dim) / N, k, ldk, n, s, 0);
+  qk_block<1>(row.dout, 0, padded(p.value_dim) / N, v, ldv, n, dp, 0);
+  scores_to_gradients(p, row, s, dp, c0, n, mask_buf, p_out, ds_out, dz_out);
 }
 
 // acc[0 .. vecs·N) += a · x[0 .. vecs·N)   (any alignment)
@@ -188,7 +198,9 @@ struct Passes {
   }
 
   // dk, dv of keys [j0, j1) of kv head hk, sequence b; with dq_acc ([G·q_rows][D'], flattened
-  // rows r = i·G + g), also these keys' terms of dq, added in.
+  // rows r = i·G + g), also these keys' terms of dq, added in. The rows that see the block are
+  // taken kRows at a time, so that each K and V vector loaded serves all of them and each
+  // gradient vector is loaded and stored once per group rather than once per row.
   void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1, float* dq_acc = nullptr) const {
     const Problem& pr = p();
     const core::Sequence& seq = pr.sequences[b];
@@ -197,47 +209,110 @@ struct Passes {
     auto carve = [&](core::Carver& c, float** out) {
       out[0] = c.take<float>(kKeyBlock * D), out[1] = c.take<float>(kKeyBlock * Dv);
       out[2] = c.take<float>(kKeyBlock * D), out[3] = c.take<float>(kKeyBlock * Dv);
-      out[4] = c.take<float>(D), out[5] = c.take<float>(Dv), out[6] = c.take<float>(4 * N);
+      out[4] = c.take<float>(kRows * D), out[5] = c.take<float>(kRows * Dv);
+      out[6] = c.take<float>((4 * kRows + 1) * N);
     };
     float* a[7];
     carve(measure, a);
     core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
     carve(carver, a);
-    float *kb = a[0], *vb = a[1], *dk = a[2], *dv = a[3], *q = a[4], *dout = a[5];
-    float *mask_buf = a[6], *prob = a[6] + N, *ds = a[6] + 2 * N;
-    std::fill(dk, dk + nk * D, 0.0f);
-    std::fill(dv, dv + nk * Dv, 0.0f);
+    Block blk{a[0], a[1], a[2], a[3], a[4], a[5], a[6]};
+    std::fill(blk.dk, blk.dk + nk * D, 0.0f);
+    std::fill(blk.dv, blk.dv + nk * Dv, 0.0f);
     // Keys past kv_len exist in the tensor but nobody sees them: zeros stand in for them.
     const int64_t existing = std::clamp<int64_t>(seq.kv_len - j0, 0, nk);
-    const bool any_row = existing > 0;
     for (int64_t c = 0; c < existing; ++c) {
-      load_row(pr.k, b, hk, seq.kv_start + j0 + c, pr.head_dim, kb + c * D);
-      load_row(pr.v, b, hk, seq.kv_start + j0 + c, pr.value_dim, vb + c * Dv);
+      load_row(pr.k, b, hk, seq.kv_start + j0 + c, pr.head_dim, blk.k + c * D);
+      load_row(pr.v, b, hk, seq.kv_start + j0 + c, pr.value_dim, blk.v + c * Dv);
     }
-    std::fill(kb + existing * D, kb + kKeyBlock * D, 0.0f);
-    std::fill(vb + existing * Dv, vb + kKeyBlock * Dv, 0.0f);
+    std::fill(blk.k + existing * D, blk.k + kKeyBlock * D, 0.0f);
+    std::fill(blk.v + existing * Dv, blk.v + kKeyBlock * Dv, 0.0f);
     const int64_t G = pr.group_size();
-    for (int64_t g = 0; g < G && any_row; ++g)
+    QueryRow group[kRows];
+    float* dq_rows[kRows];
+    int count = 0;
+    for (int64_t g = 0; g < G && existing > 0; ++g)
       for (int64_t i = 0; i < seq.q_len; ++i) {
         const core::KeyRange range = core::visible_keys(pr, seq, i);
         if (range.lo >= j1 || range.hi <= j0) continue;
-        const QueryRow r = row(b, hk * G + g, i, q, dout);
-        for (int64_t c0 = j0; c0 < j1; c0 += N) {
-          const int64_t n = std::min(N, j1 - c0);
-          if (!r.sees(c0, c0 + n)) continue;
-          const int64_t c = c0 - j0;
-          block_gradients(pr, r, kb + c * D, D, vb + c * Dv, Dv, c0, n, mask_buf, prob, ds);
-          for (int64_t x = 0; x < n; ++x) {
-            if (prob[x] != 0) axpy(prob[x], r.dout, Dv / N, dv + (c + x) * Dv);
-            if (ds[x] == 0) continue;
-            axpy(pr.scale * ds[x], r.q, D / N, dk + (c + x) * D);
-            if (dq_acc) axpy(pr.scale * ds[x], kb + (c + x) * D, D / N, dq_acc + (i * G + g) * D);
-          }
+        group[count] = row(b, hk * G + g, i, blk.q + count * D, blk.dout + count * Dv);
+        dq_rows[count] = dq_acc ? dq_acc + (i * G + g) * D : nullptr;
+        if (group[count].lse != -__builtin_inff() && ++count == kRows) {
+          rows_on_keys(group, count, dq_rows, blk, j0, j1);
+          count = 0;
         }
       }
+    if (count > 0) rows_on_keys(group, count, dq_rows, blk, j0, j1);
     for (int64_t c = 0; c < nk; ++c) {
-      store_row(dk + c * D, bp.dk, b, hk, seq.kv_start + j0 + c, pr.head_dim);
-      store_row(dv + c * Dv, bp.dv, b, hk, seq.kv_start + j0 + c, pr.value_dim);
+      store_row(blk.dk + c * D, bp.dk, b, hk, seq.kv_start + j0 + c, pr.head_dim);
+      store_row(blk.dv + c * Dv, bp.dv, b, hk, seq.kv_start + j0 + c, pr.value_dim);
+    }
+  }
+
+  // A key block's scratch: K and V rows, their gradient accumulators, a group's q and dout
+  // rows, and per-row vectors of N keys (mask values, s, dp, p, ds).
+  struct Block {
+    float *k, *v, *dk, *dv, *q, *dout, *lanes;
+  };
+
+  // The terms of `count` rows (padded to kRows with zero rows that see nothing) for the keys
+  // [j0, j1) of the block: dv += p·dout, dk += scale·ds·q, and dq (where given) += scale·ds·k.
+  // A zero p or ds is skipped, not multiplied: masked keys' values never reach the arithmetic.
+  void rows_on_keys(QueryRow* rows, int count, float* const* dq_rows, const Block& blk,
+                    int64_t j0, int64_t j1) const {
+    const Problem& pr = p();
+    const DF df;
+    const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), N = lanes();
+    std::fill(blk.q + count * D, blk.q + kRows * D, 0.0f);
+    std::fill(blk.dout + count * Dv, blk.dout + kRows * Dv, 0.0f);
+    float *mask_buf = blk.lanes, *s = mask_buf + N, *dp = s + kRows * N;
+    float *prob = dp + kRows * N, *ds = prob + kRows * N;
+    for (int64_t c0 = j0; c0 < j1; c0 += N) {
+      const int64_t n = std::min(N, j1 - c0), c = c0 - j0;
+      qk_block<kRows>(blk.q, D, D / N, blk.k + c * D, D, n, s, N);
+      qk_block<kRows>(blk.dout, Dv, Dv / N, blk.v + c * Dv, Dv, n, dp, N);
+      for (int r = 0; r < kRows; ++r) {
+        if (r < count && rows[r].sees(c0, c0 + n)) {
+          scores_to_gradients(pr, rows[r], s + r * N, dp + r * N, c0, n, mask_buf, prob + r * N,
+                              ds + r * N);
+        } else {
+          std::fill(prob + r * N, prob + (r + 1) * N, 0.0f);
+          std::fill(ds + r * N, ds + (r + 1) * N, 0.0f);
+        }
+      }
+      for (int64_t x = 0; x < n; ++x) {
+        add_rows(prob, x, blk.dout, Dv, 1.0f, blk.dv + (c + x) * Dv);
+        add_rows(ds, x, blk.q, D, pr.scale, blk.dk + (c + x) * D);
+      }
+      for (int r = 0; r < count; ++r) {
+        if (!dq_rows[r]) continue;
+        for (int64_t j = 0; j < D; j += N) {
+          VF acc = hn::LoadU(df, dq_rows[r] + j);
+          for (int64_t x = 0; x < n; ++x) {
+            const float w = ds[r * N + x];
+            if (w != 0) acc = hn::MulAdd(hn::Set(df, pr.scale * w), hn::Load(df, blk.k + (c + x) * D + j), acc);
+          }
+          hn::StoreU(acc, df, dq_rows[r] + j);
+        }
+      }
+    }
+  }
+
+  // acc[0 .. width) += scale · Σ_r weight[r][x] · rows[r][0 .. width), skipping zero weights.
+  static void add_rows(const float* weight, int64_t x, const float* rows, int64_t width,
+                       float scale, float* acc) {
+    const DF df;
+    const int64_t N = lanes();
+    bool any = false;
+    for (int r = 0; r < kRows; ++r) any |= weight[r * N + x] != 0;
+    if (!any) return;
+    for (int64_t j = 0; j < width; j += N) {
+      VF a = hn::Load(df, acc + j);
+      for (int r = 0; r < kRows; ++r) {
+        const float w = weight[r * N + x];
+        if (w != 0) a = hn::MulAdd(hn::Set(df, scale * w), hn::Load(df, rows + r * width + j), a);
+      }
+      hn::Store(a, df, acc + j);
     }
   }
 
