@@ -290,7 +290,8 @@ struct Passes {
           VF acc = hn::LoadU(df, dq_rows[r] + j);
           for (int64_t x = 0; x < n; ++x) {
             const float w = ds[r * N + x];
-            if (w != 0) acc = hn::MulAdd(hn::Set(df, pr.scale * w), hn::Load(df, blk.k + (c + x) * D + j), acc);
+            if (w == 0) continue;
+            acc = hn::MulAdd(hn::Set(df, pr.scale * w), hn::Load(df, blk.k + (c + x) * D + j), acc);
           }
           hn::StoreU(acc, df, dq_rows[r] + j);
         }
