@@ -53,6 +53,14 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
                         const TensorView& out, const TensorView& lse, const TensorView& dout,
                         const AttentionParams& params, const AttentionGradients& grads);
 
+// attention_backward for attention_varlen's packed layout: out [Tq, Hq, Dv] and lse [Hq, Tq] as
+// attention_varlen returned them, dout like out, dq, dk, dv like q, k, v.
+void attention_varlen_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               std::span<const int64_t> cu_seqlens_q,
+                               std::span<const int64_t> cu_seqlens_k, const TensorView& out,
+                               const TensorView& lse, const TensorView& dout,
+                               const AttentionParams& params, const AttentionGradients& grads);
+
 // Combines two partial results computed over disjoint key sets into the result over their
 // union: out = (e^(lse_a-m)·out_a + e^(lse_b-m)·out_b) / (e^(lse_a-m) + e^(lse_b-m)), m = max.
 // out_* are [..., L, Dv] (rank 1-4, f32/f16/bf16), lse_* the same shape without Dv (f32).

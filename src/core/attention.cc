@@ -26,4 +26,13 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   kernels::run_backward(core::make_backward_problem(q, k, v, out, lse, dout, params, grads));
 }
 
+void attention_varlen_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               std::span<const int64_t> cu_seqlens_q,
+                               std::span<const int64_t> cu_seqlens_k, const TensorView& out,
+                               const TensorView& lse, const TensorView& dout,
+                               const AttentionParams& params, const AttentionGradients& grads) {
+  kernels::run_backward(core::make_varlen_backward_problem(q, k, v, cu_seqlens_q, cu_seqlens_k,
+                                                           out, lse, dout, params, grads));
+}
+
 }  // namespace xattn

@@ -27,7 +27,8 @@ struct Sequence {
   int64_t q_rows = 0;    // rows to write (dense: Lq; varlen: its length)
   int64_t q_len = 0;     // rows that attend; rows in [q_len, q_rows) output zeros
   int64_t kv_start = 0;  // first key row in k / v
-  int64_t kv_len = 0;    // keys that exist for this sequence
+  int64_t kv_rows = 0;   // key rows of k / v this sequence owns (dense: Lk; varlen: its length)
+  int64_t kv_len = 0;    // keys that exist for this sequence (at most kv_rows)
 };
 
 struct Problem {

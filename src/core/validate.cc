@@ -240,6 +240,7 @@ Problem make_dense_problem(const TensorView& q, const TensorView& k, const Tenso
     s.q_rows = Lq;
     s.q_len = params.q_lens.empty() ? Lq : params.q_lens[b];
     s.kv_start = 0;
+    s.kv_rows = Lk;
     s.kv_len = params.kv_lens.empty() ? Lk : params.kv_lens[b];
   }
   return p;
@@ -296,7 +297,7 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
     s.q_start = cu_q[b];
     s.q_rows = s.q_len = cu_q[b + 1] - cu_q[b];
     s.kv_start = cu_k[b];
-    s.kv_len = cu_k[b + 1] - cu_k[b];
+    s.kv_rows = s.kv_len = cu_k[b + 1] - cu_k[b];
     p.max_q_rows = std::max(p.max_q_rows, s.q_rows);
     p.max_kv_len = std::max(p.max_kv_len, s.kv_len);
   }
@@ -339,45 +340,55 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
   return p;
 }
 
-BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
-                                      const TensorView& v, const TensorView& out,
-                                      const TensorView& lse, const TensorView& dout,
-                                      const AttentionParams& params,
-                                      const AttentionGradients& grads) {
-  static constexpr const char* kOut[] = {"B", "Hq", "Lq", "Dv"};
-  if (!lse.present()) fail("lse: is required (the forward's log-sum-exp), data is null");
-  // out and lse are checked as the forward checked them, as if they were its outputs.
+namespace {
+
+// [T, H, X] packed views become [b = 0-stride, h, row, x] operands.
+Operand packed_operand(const TensorView& t) {
+  return operand(t, 0, t.stride(1), t.stride(0), t.stride(2));
+}
+
+// `t` must have exactly the shape of `like` (shape names in `dims`).
+void check_same_shape(const char* arg, const TensorView& t, const TensorView& like,
+                      std::span<const char* const> dims) {
+  check_view(arg, t, dims);
+  for (int i = 0; i < like.rank(); ++i)
+    if (t.size(i) != like.size(i))
+      fail(arg, ": dim ", i, " (", dims[i], ") must be ", like.size(i), ", got ", t.size(i),
+           " (shape ", shape_string(t), ")");
+}
+
+struct BackwardDims {
+  std::span<const char* const> q, k, v, out;
+};
+
+// The backward's own arguments, on top of the forward problem `p` that q, k, v, out and lse
+// made: dout like out, the gradients like their inputs, and dmask like the mask.
+BackwardProblem finish_backward(Problem p, const TensorView& q, const TensorView& k,
+                                const TensorView& v, const TensorView& out,
+                                const TensorView& dout, const AttentionParams& params,
+                                const AttentionGradients& grads, const BackwardDims& dims,
+                                Operand (*to_operand)(const TensorView&)) {
   BackwardProblem bp;
-  bp.fwd = make_dense_problem(q, k, v, params,
-                              {{const_cast<void*>(out.data), out.dtype, out.layout},
-                               {const_cast<void*>(lse.data), lse.dtype, lse.layout}});
-  const Problem& p = bp.fwd;
+  bp.fwd = std::move(p);
   if (!dout.present()) fail("dout: is required (data is null)");
-  check_view("dout", dout, kOut);
-  check_shape("dout", dout, {p.batch, p.heads_q, p.max_q_rows, p.value_dim}, kOut);
+  check_same_shape("dout", dout, out, dims.out);
   check_output_dtype("dout", dout.dtype, q.dtype);
-  bp.dout = operand4(dout);
+  bp.dout = to_operand(dout);
   struct Grad {
     const char* name;
     const MutableTensorView& view;
     const TensorView& like;
+    std::span<const char* const> dims;
     Operand& operand;
   };
-  static constexpr const char* kQ[] = {"B", "Hq", "Lq", "D"};
-  static constexpr const char* kK[] = {"B", "Hkv", "Lk", "D"};
-  static constexpr const char* kV[] = {"B", "Hkv", "Lk", "Dv"};
-  const std::span<const char* const> dims[] = {kQ, kK, kV};
-  const Grad all[] = {{"dq", grads.dq, q, bp.dq}, {"dk", grads.dk, k, bp.dk},
-                      {"dv", grads.dv, v, bp.dv}};
-  for (int i = 0; i < 3; ++i) {
-    const Grad& g = all[i];
+  const Grad all[] = {{"dq", grads.dq, q, dims.q, bp.dq}, {"dk", grads.dk, k, dims.k, bp.dk},
+                      {"dv", grads.dv, v, dims.v, bp.dv}};
+  for (const Grad& g : all) {
     if (!g.view.present()) fail(g.name, ": is required (data is null)");
-    check_view(g.name, g.view, dims[i]);
-    check_shape(g.name, g.view, {g.like.size(0), g.like.size(1), g.like.size(2), g.like.size(3)},
-                dims[i]);
+    check_same_shape(g.name, g.view, g.like, g.dims);
     check_output_dtype(g.name, g.view.dtype, q.dtype);
     check_writable(g.name, g.view);
-    g.operand = operand4(g.view);
+    g.operand = to_operand(g.view);
   }
   if (grads.dmask.present()) {
     const TensorView& m = params.mask;
@@ -388,8 +399,8 @@ BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
     for (int i = 0; same && i < m.rank(); ++i) same = dm.size(i) == m.size(i);
     if (!same)
       fail("dmask: expected the mask's shape ", shape_string(m), ", got shape ", shape_string(dm));
-    const char* dims[4] = {"d0", "d1", "d2", "d3"};
-    check_view("dmask", dm, std::span(dims, m.rank()));
+    const char* names[4] = {"d0", "d1", "d2", "d3"};
+    check_view("dmask", dm, std::span(names, m.rank()));
     if (grads.dmask.dtype != DType::kF32 && grads.dmask.dtype != m.dtype)
       fail("dmask: dtype must be float32 or the mask's dtype ", dtype_name(m.dtype), ", got ",
            dtype_name(grads.dmask.dtype));
@@ -399,11 +410,51 @@ BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
     Layout dense = m.layout;
     int64_t size = 1;
     for (int i = m.rank() - 1; i >= 0; --i) dense.strides[i] = size, size *= m.size(i);
-    bp.dmask_dense = mask_operand({m.data, m.dtype, dense}, {p.batch, p.heads_q, p.max_q_rows,
-                                                             p.max_kv_len});
+    const Problem& f = bp.fwd;
+    bp.dmask_dense = mask_operand({m.data, m.dtype, dense},
+                                  {f.batch, f.heads_q, std::max<int64_t>(f.max_q_rows, 1),
+                                   std::max<int64_t>(f.max_kv_len, 1)});
     bp.dmask_size = size;
   }
   return bp;
+}
+
+// out and lse are checked as the forward checked them, as if they were its outputs.
+AttentionOutputs as_outputs(const TensorView& out, const TensorView& lse) {
+  if (!lse.present()) fail("lse: is required (the forward's log-sum-exp), data is null");
+  return {{const_cast<void*>(out.data), out.dtype, out.layout},
+          {const_cast<void*>(lse.data), lse.dtype, lse.layout}};
+}
+
+}  // namespace
+
+BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
+                                      const TensorView& v, const TensorView& out,
+                                      const TensorView& lse, const TensorView& dout,
+                                      const AttentionParams& params,
+                                      const AttentionGradients& grads) {
+  static constexpr const char* kQ[] = {"B", "Hq", "Lq", "D"};
+  static constexpr const char* kK[] = {"B", "Hkv", "Lk", "D"};
+  static constexpr const char* kV[] = {"B", "Hkv", "Lk", "Dv"};
+  static constexpr const char* kOut[] = {"B", "Hq", "Lq", "Dv"};
+  return finish_backward(make_dense_problem(q, k, v, params, as_outputs(out, lse)), q, k, v, out,
+                         dout, params, grads, {kQ, kK, kV, kOut}, operand4);
+}
+
+BackwardProblem make_varlen_backward_problem(const TensorView& q, const TensorView& k,
+                                             const TensorView& v,
+                                             std::span<const int64_t> cu_seqlens_q,
+                                             std::span<const int64_t> cu_seqlens_k,
+                                             const TensorView& out, const TensorView& lse,
+                                             const TensorView& dout, const AttentionParams& params,
+                                             const AttentionGradients& grads) {
+  static constexpr const char* kQ[] = {"total_q", "Hq", "D"};
+  static constexpr const char* kK[] = {"total_k", "Hkv", "D"};
+  static constexpr const char* kV[] = {"total_k", "Hkv", "Dv"};
+  static constexpr const char* kOut[] = {"total_q", "Hq", "Dv"};
+  return finish_backward(make_varlen_problem(q, k, v, cu_seqlens_q, cu_seqlens_k, params,
+                                             as_outputs(out, lse)),
+                         q, k, v, out, dout, params, grads, {kQ, kK, kV, kOut}, packed_operand);
 }
 
 }  // namespace xattn::core

@@ -325,8 +325,8 @@ struct Passes {
     const int64_t D = padded(pr.head_dim), rows = seq.q_rows * pr.group_size();
     thread_local std::vector<float> dq;  // reused across items and calls
     dq.assign(rows * D, 0.0f);
-    for (int64_t j0 = 0; j0 < pr.max_kv_len; j0 += kKeyBlock)
-      keys(b, hk, j0, std::min(pr.max_kv_len, j0 + kKeyBlock), dq.data());
+    for (int64_t j0 = 0; j0 < seq.kv_rows; j0 += kKeyBlock)
+      keys(b, hk, j0, std::min(seq.kv_rows, j0 + kKeyBlock), dq.data());
     for (int64_t r = 0; r < rows; ++r)
       store_row(dq.data() + r * D, bp.dq, b, hk * pr.group_size() + r % pr.group_size(),
                 seq.q_start + r / pr.group_size(), pr.head_dim);
@@ -406,8 +406,9 @@ void Backward(const BackwardProblem& bp) {
   std::vector<Item> keys, queries;
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t hk = 0; hk < p.heads_kv; ++hk) {
-      for (int64_t j0 = 0; j0 < p.max_kv_len; j0 += kKeyBlock)
-        keys.push_back({b, hk, j0, std::min(p.max_kv_len, j0 + kKeyBlock)});
+      const int64_t kv_rows = p.sequences[b].kv_rows;
+      for (int64_t j0 = 0; j0 < kv_rows; j0 += kKeyBlock)
+        keys.push_back({b, hk, j0, std::min(kv_rows, j0 + kKeyBlock)});
       const int64_t rows = p.sequences[b].q_rows * p.group_size();
       for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock)
         queries.push_back({b, hk, r0, std::min(rows, r0 + kRowBlock)});
