@@ -143,6 +143,22 @@ void attention_backward(const ArraySpec& q, const ArraySpec& k, const ArraySpec&
   xattn::attention_backward(qv, kv, vv, ov, lv, dov, p, g);
 }
 
+void attention_varlen_backward(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
+                               const std::vector<int64_t>& cu_seqlens_q,
+                               const std::vector<int64_t>& cu_seqlens_k, const ArraySpec& out,
+                               const ArraySpec& lse, const ArraySpec& dout, const Params& params,
+                               const ArraySpec& dq, const ArraySpec& dk, const ArraySpec& dv,
+                               const OptionalArray& dmask) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
+  const xattn::TensorView ov = to_view(out, "out"), lv = to_view(lse, "lse");
+  const xattn::TensorView dov = to_view(dout, "dout");
+  const xattn::AttentionParams p = params.view();
+  const xattn::AttentionGradients g{to_mutable(dq, "dq"), to_mutable(dk, "dk"),
+                                    to_mutable(dv, "dv"), to_mutable(dmask, "dmask")};
+  py::gil_scoped_release release;
+  xattn::attention_varlen_backward(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, ov, lv, dov, p, g);
+}
+
 void merge(const ArraySpec& out_a, const ArraySpec& lse_a, const ArraySpec& out_b,
            const ArraySpec& lse_b, const ArraySpec& out, const ArraySpec& lse) {
   const xattn::TensorView oa = to_view(out_a, "out_a"), la = to_view(lse_a, "lse_a");
@@ -183,6 +199,11 @@ PYBIND11_MODULE(_xattn, m) {
         py::arg("out"), py::arg("lse"), py::arg("dout"), py::arg("params"), py::arg("dq"),
         py::arg("dk"), py::arg("dv"), py::arg("dmask"),
         "Gradients of dense attention into preallocated dq, dk, dv (and dmask, optional).");
+  m.def("attention_varlen_backward", &attention_varlen_backward, py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("out"),
+        py::arg("lse"), py::arg("dout"), py::arg("params"), py::arg("dq"), py::arg("dk"),
+        py::arg("dv"), py::arg("dmask"),
+        "Gradients of packed variable-length attention into preallocated dq, dk, dv (dmask).");
   m.def("merge", &merge, py::arg("out_a"), py::arg("lse_a"), py::arg("out_b"), py::arg("lse_b"),
         py::arg("out"), py::arg("lse"),
         "Merges two partial results over disjoint keys into preallocated outputs.");

@@ -177,8 +177,8 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mask=None, causal=F
         1-D integer arrays / tensors).
       mask: optional, broadcasting to [B, Hq, max_q, max_k], indexed by positions within each
         sequence.
-      causal, window, align, scale, softcap, num_threads, bf16_probabilities: as in attention();
-        "bottom_right"
+      causal, window, align, scale, softcap, num_threads, bf16_probabilities, and gradients: as in
+        attention(); "bottom_right"
         aligns each sequence's last query with its last key.
       return_lse: also return lse, float32 [Hq, total_q].
       return_weights: also return weights [Hq, total_q, max_k] (columns past a sequence's own
@@ -188,10 +188,6 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mask=None, causal=F
       out [total_q, Hq, Dv], or (out, lse?, weights?) as in attention().
     """
     kind = _check_qkv(q, k, v)
-    if kind == A.TORCH and A._torch().is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or v.requires_grad):
-        raise NotImplementedError("attention_varlen: gradients are not supported yet; use "
-                                  "attention() with kv_lens / q_lens for padded batches")
     _check_mask(kind, mask)
     for x, arg in ((q, "q"), (k, "k"), (v, "v")):
         if x.ndim != 3:
@@ -200,6 +196,10 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mask=None, causal=F
     cu_k = A.int_list(cu_seqlens_k, "cu_seqlens_k")
     params = _params(mask, causal, window, align, scale, softcap, None, None, num_threads,
                      bf16_probabilities)
+    if _autograd.wants_grad(kind, q, k, v, mask):
+        out, lse, weights = _autograd.attention(q, k, v, mask, params, return_weights,
+                                                cu_seqlens=(cu_q, cu_k))
+        return _result(out, lse, weights, return_lse, return_weights)
     # Only to size the weights; the library checks the offsets themselves.
     max_k = max([b - a for a, b in zip(cu_k, cu_k[1:])] + [0])
     total_q, heads, _ = q.shape

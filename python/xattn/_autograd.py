@@ -21,10 +21,46 @@ def wants_grad(kind, q, k, v, mask):
     return any(x is not None and x.requires_grad for x in (q, k, v, mask))
 
 
-def attention(q, k, v, mask, params, want_weights):
-    """(out, lse, weights or None) with an autograd node on out. q, k, v are 4-D torch tensors."""
-    out, lse, weights = _function().apply(q, k, v, mask, params, want_weights)
+def attention(q, k, v, mask, params, want_weights, cu_seqlens=None):
+    """(out, lse, weights or None) with an autograd node on out. q, k, v are 4-D torch tensors,
+    or with cu_seqlens = (cu_q, cu_k) packed 3-D ones (attention_varlen's layout)."""
+    layout = _Dense() if cu_seqlens is None else _Varlen(*cu_seqlens)
+    out, lse, weights = _function().apply(q, k, v, mask, params, want_weights, layout)
     return out, lse, (weights if want_weights else None)
+
+
+class _Dense:
+    """attention()'s layout: q [B, Hq, Lq, D], out [B, Hq, Lq, Dv], lse [B, Hq, Lq]."""
+
+    def shapes(self, q, k, v):
+        batch, heads, len_q, _ = q.shape
+        return (batch, heads, len_q, v.shape[3]), (batch, heads, len_q), (batch, heads, len_q,
+                                                                           k.shape[2])
+
+    def forward(self, q, k, v, params, out, lse, weights):
+        _xattn.attention(q, k, v, params, out, lse, weights)
+
+    def backward(self, q, k, v, out, lse, dout, params, dq, dk, dv, dmask):
+        _xattn.attention_backward(q, k, v, out, lse, dout, params, dq, dk, dv, dmask)
+
+
+class _Varlen:
+    """attention_varlen()'s layout: q [Tq, Hq, D], out [Tq, Hq, Dv], lse [Hq, Tq]."""
+
+    def __init__(self, cu_q, cu_k):
+        self.cu_q, self.cu_k = cu_q, cu_k
+
+    def shapes(self, q, k, v):
+        total_q, heads, _ = q.shape
+        max_k = max([b - a for a, b in zip(self.cu_k, self.cu_k[1:])] + [0])
+        return (total_q, heads, v.shape[2]), (heads, total_q), (heads, total_q, max_k)
+
+    def forward(self, q, k, v, params, out, lse, weights):
+        _xattn.attention_varlen(q, k, v, self.cu_q, self.cu_k, params, out, lse, weights)
+
+    def backward(self, q, k, v, out, lse, dout, params, dq, dk, dv, dmask):
+        _xattn.attention_varlen_backward(q, k, v, self.cu_q, self.cu_k, out, lse, dout, params,
+                                         dq, dk, dv, dmask)
 
 
 def _function():
@@ -37,18 +73,17 @@ def _function():
 def _make_function(torch):
     class AttentionFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, mask, params, want_weights):
-            batch, heads, len_q, _ = q.shape
-            out = torch.empty((batch, heads, len_q, v.shape[3]), dtype=q.dtype)
-            lse = torch.empty((batch, heads, len_q), dtype=torch.float32)
-            weights = (torch.empty((batch, heads, len_q, k.shape[2]), dtype=q.dtype)
-                       if want_weights else torch.empty(0, dtype=q.dtype))
-            _xattn.attention(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"), params,
-                             A.spec(out, "out"), A.spec(lse, "lse"),
-                             A.spec(weights, "weights") if want_weights else None)
+        def forward(ctx, q, k, v, mask, params, want_weights, layout):
+            out_shape, lse_shape, weights_shape = layout.shapes(q, k, v)
+            out = torch.empty(out_shape, dtype=q.dtype)
+            lse = torch.empty(lse_shape, dtype=torch.float32)
+            weights = torch.empty(weights_shape if want_weights else 0, dtype=q.dtype)
+            layout.forward(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"), params,
+                           A.spec(out, "out"), A.spec(lse, "lse"),
+                           A.spec(weights, "weights") if want_weights else None)
             ctx.save_for_backward(q, k, v, out, lse)
             ctx.params = params  # points into mask: keep it alive too
-            ctx.mask = mask
+            ctx.mask, ctx.layout = mask, layout
             ctx.mark_non_differentiable(lse, weights)
             return out, lse, weights
 
@@ -59,11 +94,10 @@ def _make_function(torch):
             mask = ctx.mask
             dmask = (torch.empty(mask.shape, dtype=mask.dtype)
                      if mask is not None and ctx.needs_input_grad[3] else None)
-            _xattn.attention_backward(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"),
-                                      A.spec(out, "out"), A.spec(lse, "lse"),
-                                      A.spec(dout, "dout"), ctx.params, A.spec(dq, "dq"),
-                                      A.spec(dk, "dk"), A.spec(dv, "dv"),
-                                      A.optional_spec(dmask, "dmask"))
-            return dq, dk, dv, dmask, None, None
+            ctx.layout.backward(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"),
+                                A.spec(out, "out"), A.spec(lse, "lse"), A.spec(dout, "dout"),
+                                ctx.params, A.spec(dq, "dq"), A.spec(dk, "dk"), A.spec(dv, "dv"),
+                                A.optional_spec(dmask, "dmask"))
+            return dq, dk, dv, dmask, None, None, None
 
     return AttentionFunction
