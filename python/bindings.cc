@@ -129,6 +129,12 @@ void attention_varlen(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v
   xattn::attention_varlen(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, p, o);
 }
 
+xattn::AttentionGradients to_gradients(const ArraySpec& dq, const ArraySpec& dk,
+                                       const ArraySpec& dv, const OptionalArray& dmask) {
+  return {to_mutable(dq, "dq"), to_mutable(dk, "dk"), to_mutable(dv, "dv"),
+          to_mutable(dmask, "dmask")};
+}
+
 void attention_backward(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
                         const ArraySpec& out, const ArraySpec& lse, const ArraySpec& dout,
                         const Params& params, const ArraySpec& dq, const ArraySpec& dk,
@@ -137,8 +143,7 @@ void attention_backward(const ArraySpec& q, const ArraySpec& k, const ArraySpec&
   const xattn::TensorView ov = to_view(out, "out"), lv = to_view(lse, "lse");
   const xattn::TensorView dov = to_view(dout, "dout");
   const xattn::AttentionParams p = params.view();
-  const xattn::AttentionGradients g{to_mutable(dq, "dq"), to_mutable(dk, "dk"),
-                                    to_mutable(dv, "dv"), to_mutable(dmask, "dmask")};
+  const xattn::AttentionGradients g = to_gradients(dq, dk, dv, dmask);
   py::gil_scoped_release release;
   xattn::attention_backward(qv, kv, vv, ov, lv, dov, p, g);
 }
@@ -153,8 +158,7 @@ void attention_varlen_backward(const ArraySpec& q, const ArraySpec& k, const Arr
   const xattn::TensorView ov = to_view(out, "out"), lv = to_view(lse, "lse");
   const xattn::TensorView dov = to_view(dout, "dout");
   const xattn::AttentionParams p = params.view();
-  const xattn::AttentionGradients g{to_mutable(dq, "dq"), to_mutable(dk, "dk"),
-                                    to_mutable(dv, "dv"), to_mutable(dmask, "dmask")};
+  const xattn::AttentionGradients g = to_gradients(dq, dk, dv, dmask);
   py::gil_scoped_release release;
   xattn::attention_varlen_backward(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, ov, lv, dov, p, g);
 }

@@ -3,22 +3,18 @@
 // matrix alone would be 604 MB). Its own process, so the peak RSS is these calls' alone.
 
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "peak_rss.h"
 #include "xattn/xattn.h"
 
 namespace xattn {
 namespace {
 
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
+using testing::peak_rss_mb;
 
 TEST(Memory, LongBackwardStaysUnder100MB) {
   const int64_t L = 12288, D = 64;

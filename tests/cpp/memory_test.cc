@@ -3,21 +3,17 @@
 // matrix would take. Its own process, so the peak RSS is this call's alone.
 
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <random>
 #include <vector>
 
+#include "peak_rss.h"
 #include "xattn/xattn.h"
 
 namespace xattn {
 namespace {
 
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
+using testing::peak_rss_mb;
 
 TEST(Memory, LongCrossAttentionStaysUnder300MB) {
   const int64_t L = 32768, D = 64;

@@ -115,6 +115,29 @@ std::string RandomCase::describe() const {
   return os.str();
 }
 
+namespace {
+
+// Calls fn(dense, flat) for every element of [B, Hq, Lq, Lk]: its row-major index, and the
+// row-major index into the case's mask that broadcasts onto it (right-aligned, size-1 dims).
+template <class Fn>
+void for_each_mask_element(const RandomCase& c, const Fn& fn) {
+  const reference::Problem& p = c.ref;
+  const int rank = static_cast<int>(c.mask_shape.size()), off = 4 - rank;
+  int64_t dense = 0;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.heads_q; ++h)
+      for (int64_t i = 0; i < p.q_len; ++i)
+        for (int64_t j = 0; j < p.kv_len; ++j, ++dense) {
+          const int64_t idx[4] = {b, h, i, j};
+          int64_t flat = 0;
+          for (int d = 0; d < rank; ++d)
+            flat = flat * c.mask_shape[d] + (c.mask_shape[d] == 1 ? 0 : idx[d + off]);
+          fn(dense, flat);
+        }
+}
+
+}  // namespace
+
 RandomCase random_case(std::mt19937_64& rng) {
   auto pick = [&](std::initializer_list<int64_t> xs) {
     return xs.begin()[std::uniform_int_distribution<size_t>(0, xs.size() - 1)(rng)];
@@ -181,39 +204,19 @@ RandomCase random_case(std::mt19937_64& rng) {
     }
     // The oracle's dense additive mask.
     p.mask.assign(p.batch * p.heads_q * p.q_len * p.kv_len, 0.0);
-    const int off = 4 - rank;
-    for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t h = 0; h < p.heads_q; ++h)
-        for (int64_t i = 0; i < p.q_len; ++i)
-          for (int64_t j = 0; j < p.kv_len; ++j) {
-            const int64_t idx[4] = {b, h, i, j};
-            int64_t flat = 0;
-            for (int d = 0; d < rank; ++d)
-              flat = flat * c.mask_shape[d] + (c.mask_shape[d] == 1 ? 0 : idx[d + off]);
-            const double m = c.mask_values[flat];
-            p.mask[((b * p.heads_q + h) * p.q_len + i) * p.kv_len + j] =
-                c.mask_kind == RandomCase::MaskKind::kBool ? (m != 0 ? 0.0 : -kInf) : m;
-          }
+    for_each_mask_element(c, [&](int64_t dense, int64_t flat) {
+      const double m = c.mask_values[flat];
+      p.mask[dense] = c.mask_kind == RandomCase::MaskKind::kBool ? (m != 0 ? 0.0 : -kInf) : m;
+    });
   }
   return c;
 }
 
 std::vector<double> reduce_to_mask_shape(const RandomCase& c, const std::vector<double>& dense) {
-  const reference::Problem& p = c.ref;
   int64_t size = 1;
   for (int64_t d : c.mask_shape) size *= d;
   std::vector<double> out(size, 0.0);
-  const int rank = static_cast<int>(c.mask_shape.size()), off = 4 - rank;
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.heads_q; ++h)
-      for (int64_t i = 0; i < p.q_len; ++i)
-        for (int64_t j = 0; j < p.kv_len; ++j) {
-          const int64_t idx[4] = {b, h, i, j};
-          int64_t flat = 0;
-          for (int d = 0; d < rank; ++d)
-            flat = flat * c.mask_shape[d] + (c.mask_shape[d] == 1 ? 0 : idx[d + off]);
-          out[flat] += dense[((b * p.heads_q + h) * p.q_len + i) * p.kv_len + j];
-        }
+  for_each_mask_element(c, [&](int64_t d, int64_t flat) { out[flat] += dense[d]; });
   return out;
 }
 
