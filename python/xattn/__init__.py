@@ -12,6 +12,8 @@ Invalid shapes raise ValueError (xattn.Error), wrong types TypeError.
 from . import _xattn
 from ._attention import attention, attention_varlen, merge
 from ._sdpa import scaled_dot_product_attention
+from ._safetensors import load_safetensors, save_safetensors
+from . import nn
 
 Error = _xattn.Error
 Error.__doc__ = """Invalid arguments (shapes, lengths, options); a ValueError whose message names the
@@ -57,4 +59,4 @@ def default_num_threads():
 __version__ = version()
 __all__ = ["attention", "attention_varlen", "merge", "scaled_dot_product_attention", "version",
            "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target", "default_num_threads",
-           "Error"]
+           "load_safetensors", "save_safetensors", "Error"]

@@ -1,0 +1,57 @@
+// The decoder's cache of projected keys and values.
+
+#include "xattn/nn/kv_cache.h"
+
+#include <algorithm>
+#include <string>
+
+#include "xattn/error.h"
+
+namespace xattn::nn {
+
+KVCache::KVCache(int64_t batch, int64_t num_heads, int64_t head_dim, int64_t capacity)
+    : batch_(batch), heads_(num_heads), head_dim_(head_dim) {
+  if (batch < 1 || num_heads < 1 || head_dim < 1 || capacity < 0)
+    throw Error("KVCache: batch, num_heads and head_dim must be >= 1 and capacity >= 0, got " +
+                std::to_string(batch) + ", " + std::to_string(num_heads) + ", " +
+                std::to_string(head_dim) + " and " + std::to_string(capacity));
+  reserve(capacity);
+}
+
+void KVCache::reserve(int64_t capacity) {
+  if (capacity <= capacity_) return;
+  const int64_t width = heads_ * head_dim_;
+  if (capacity > INT64_MAX / 4 / batch_ / width)
+    throw Error("KVCache: a capacity of " + std::to_string(capacity) + " positions overflows");
+  // Re-lay every sequence at the new row pitch; positions past length_ need no copy.
+  for (std::vector<float>* buffer : {&k_, &v_}) {
+    std::vector<float> grown(static_cast<size_t>(batch_ * capacity * width));
+    for (int64_t n = 0; n < batch_; ++n)
+      std::copy_n(buffer->data() + n * capacity_ * width, length_ * width,
+                  grown.data() + n * capacity * width);
+    buffer->swap(grown);
+  }
+  capacity_ = capacity;
+}
+
+void KVCache::append(const float* new_k, const float* new_v, int64_t steps) {
+  if (steps < 0) throw Error("KVCache::append: steps must be >= 0, got " + std::to_string(steps));
+  if (batch_ == 0) throw Error("KVCache::append: the cache was default-constructed");
+  if (length_ + steps > capacity_) reserve(std::max(length_ + steps, 2 * capacity_));
+  const int64_t width = heads_ * head_dim_;
+  for (int64_t n = 0; n < batch_; ++n) {
+    const int64_t src = n * steps * width, dst = (n * capacity_ + length_) * width;
+    std::copy_n(new_k + src, steps * width, k_.data() + dst);
+    std::copy_n(new_v + src, steps * width, v_.data() + dst);
+  }
+  length_ += steps;
+}
+
+TensorView KVCache::view_of(const std::vector<float>& buffer) const {
+  const int64_t width = heads_ * head_dim_;
+  return {buffer.data(), DType::kF32,
+          Layout::strided({batch_, heads_, length_, head_dim_},
+                          {capacity_ * width, head_dim_, width, 1})};
+}
+
+}  // namespace xattn::nn

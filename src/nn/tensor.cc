@@ -1,0 +1,47 @@
+// The owned f32 tensor of the layers.
+
+#include "xattn/nn/tensor.h"
+
+#include <string>
+
+#include "xattn/error.h"
+
+namespace xattn::nn {
+
+namespace {
+
+int64_t checked_numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (const int64_t s : shape) {
+    if (s < 0) throw Error("Tensor: size " + std::to_string(s) + " is negative");
+    if (s != 0 && n > INT64_MAX / static_cast<int64_t>(sizeof(float)) / s)
+      throw Error("Tensor: the element count overflows");
+    n *= s;
+  }
+  return n;
+}
+
+Layout layout_of(const std::vector<int64_t>& shape) {
+  if (shape.size() > static_cast<size_t>(kMaxRank))
+    throw Error("Tensor: a view of rank " + std::to_string(shape.size()) + " exceeds " +
+                std::to_string(kMaxRank));
+  Layout l;
+  l.rank = static_cast<int>(shape.size());
+  int64_t stride = 1;
+  for (int i = l.rank - 1; i >= 0; --i) {
+    l.shape[i] = shape[i];
+    l.strides[i] = stride;
+    stride *= shape[i];
+  }
+  return l;
+}
+
+}  // namespace
+
+Tensor::Tensor(std::vector<int64_t> shape)
+    : shape_(std::move(shape)), data_(static_cast<size_t>(checked_numel(shape_)), 0.0f) {}
+
+TensorView Tensor::view() const { return {data_.data(), DType::kF32, layout_of(shape_)}; }
+MutableTensorView Tensor::view() { return {data_.data(), DType::kF32, layout_of(shape_)}; }
+
+}  // namespace xattn::nn
