@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -64,6 +65,12 @@ void Linear::forward(RowsView x, MutableRowsView y) const {
                 std::to_string(x.cols) + "] and y [" + std::to_string(y.rows) + ", " +
                 std::to_string(y.cols) + "]");
   if (x.rows == 0) return;
+  // BLAS takes int sizes, and row strides no shorter than a row.
+  constexpr int64_t kBlasMax = std::numeric_limits<int>::max();
+  if (x.rows > kBlasMax || x.ld > kBlasMax || y.ld > kBlasMax || x.ld < in_ || y.ld < out_)
+    throw Error("Linear::forward: rows " + std::to_string(x.rows) + ", row strides " +
+                std::to_string(x.ld) + " and " + std::to_string(y.ld) +
+                " must be at most 2^31 - 1 and no shorter than a row");
   float beta = 0.0f;
   if (has_bias()) {
     for (int64_t r = 0; r < y.rows; ++r) std::copy_n(bias_.data(), out_, y.data + r * y.ld);

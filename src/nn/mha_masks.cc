@@ -141,7 +141,7 @@ void plan_masks(const TensorView& key_padding_mask, const TensorView& attn_mask,
     plan.kv_lens.clear();
     return combine(&attn, has_pad ? &pad : nullptr, g, plan);
   }
-  if (attn.view.dtype == DType::kBool)  // same shape, so the view's strides still apply
+  if (attn.view.dtype == DType::kBool)  // the converted copy has the shape that fit a view
     attention_view(allowed_copy(attn, plan.allowed), g, plan.view);
 }
 

@@ -15,11 +15,11 @@ namespace {
 // Torch's attn_output_weights: the kernel's [N, H, beams·L, S] weights (and [.., e] for the
 // appended keys) renormalised to the union of keys, per query sequence b = n·beams + k, then
 // averaged over heads if asked.
-Tensor torch_weights(const Tensor& main, const Tensor& extra, const Tensor& lse_main,
+Tensor torch_weights(const Tensor& main, const Tensor& extra, int64_t e, const Tensor& lse_main,
                      const Tensor& lse_extra, const Tensor& lse_all, const MaskGeometry& g,
                      bool average) {
   const int64_t N = g.batch, H = g.num_heads, L = g.q_len, S = g.kv_len, R = g.beams * L;
-  const int64_t e = extra.empty() ? 0 : extra.size(3), cols = S + e, NB = N * g.beams;
+  const int64_t cols = S + e, NB = N * g.beams;
   std::vector<int64_t> shape;
   if (g.batched) shape.push_back(NB);
   if (!average) shape.push_back(H);
@@ -66,10 +66,16 @@ MultiheadAttentionResult attend_heads(const ProjectedHeads& in, const MaskGeomet
   if (extras) lse = Tensor({N, H, R});
   if (options.need_weights) weights = Tensor({N, H, R, g.kv_len});
   const MutableTensorView out = heads(heads_out_rows.data(), N, H, R, hd);
-  attention(in.q, in.k, in.v, p, {out, extras ? lse.view() : MutableTensorView{}, weights.view()});
+  // Empty problems skip the kernel: with no rows there is nothing to compute, and with no keys
+  // every row sees none, which the zero-filled outputs and an lse of -inf already say.
+  const bool rows = N * R > 0, keys = g.kv_len > 0;
+  if (rows && keys)
+    attention(in.q, in.k, in.v, p, {out, extras ? lse.view() : MutableTensorView{}, weights.view()});
+  else if (extras)
+    std::fill(lse.data(), lse.data() + lse.numel(), -__builtin_inff());
 
   Tensor extra_weights, extra_lse, all_lse;
-  if (extras) {
+  if (extras && rows) {
     // The appended keys: bias_k (if any) then a zero key, the same for every sequence.
     Tensor keys({extras, E}), values({extras, E});
     if (!layer.bias_k.empty()) {
@@ -93,7 +99,7 @@ MultiheadAttentionResult attend_heads(const ProjectedHeads& in, const MaskGeomet
 
   MultiheadAttentionResult result;
   if (options.need_weights)
-    result.weights = torch_weights(weights, extra_weights, lse, extra_lse, all_lse, g,
+    result.weights = torch_weights(weights, extra_weights, extras, lse, extra_lse, all_lse, g,
                                    options.average_attn_weights);
   // The output projection over rows [N·beams][L], then torch's layout.
   const bool seq_first = g.batched && !layer.batch_first;

@@ -342,3 +342,22 @@ def test_load_safetensors_saved_from_a_torch_state_dict(tmp_path, separate):
     with pytest.raises(xattn.Error, match=r"model.safetensors \(prefix 'decoder.'\): state_dict: "
                                           r"missing 'in_proj_bias'"):
         MultiheadAttention(16, 2).load_safetensors(path, prefix="decoder.")
+
+
+def test_empty_queries_and_empty_keys():
+    module = randomize(torch.nn.MultiheadAttention(8, 2, add_zero_attn=True, batch_first=True), 23)
+    layer = MultiheadAttention.from_torch(module)
+    q, k = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    out, w = layer(q[:, :0], k, k)
+    assert out.shape == (2, 0, 8) and w.shape == (2, 0, 5)
+    # No keys at all but the zero key torch appends: torch is well defined, so compare.
+    want = reference(module, q, k[:, :0], k[:, :0])
+    got = layer(q, k[:, :0], k[:, :0])
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+    # Without appended keys a row that sees nothing gets zeros before out_proj: its bias.
+    plain = randomize(torch.nn.MultiheadAttention(8, 2), 24)
+    none = k[:, :0].transpose(0, 1)
+    out, w = MultiheadAttention.from_torch(plain)(q.transpose(0, 1), none, none)
+    assert w.shape == (2, 3, 0)
+    assert torch.equal(out, plain.out_proj.bias.detach().expand(3, 2, 8))
