@@ -14,7 +14,8 @@ namespace xattn {
 //   kBottomRight: p = i + kv_len_b - q_len_b   (the last valid query sees the last valid key)
 enum class CausalAlign : uint8_t { kTopLeft, kBottomRight };
 
-// Keys j with p - left <= j <= p + right are visible; -1 leaves that side unbounded.
+// Keys j with p - left <= j <= p + right are visible; -1 leaves that side unbounded, as does any
+// width of Lq + Lk or more (INT64_MAX included).
 struct Window {
   int64_t left = -1;
   int64_t right = -1;
@@ -23,6 +24,7 @@ struct Window {
 struct AttentionParams {
   std::optional<float> scale;  // multiplies Q·Kᵀ; default 1/sqrt(D)
   float softcap = 0.0f;        // > 0: s -> softcap·tanh(s/softcap), after scale, before masks
+                               // (at least 1/FLT_MAX, so that 1/softcap is finite)
   bool causal = false;         // key j visible iff j <= p
   CausalAlign align = CausalAlign::kTopLeft;
   Window window;
@@ -42,7 +44,7 @@ struct AttentionParams {
   // dtype then gets f32 arithmetic throughout. Other dtypes ignore it.
   bool bf16_probabilities = false;
 
-  int num_threads = 0;  // 0: OpenMP's default
+  int num_threads = 0;  // 0: OpenMP's default; at most 4096
 };
 
 }  // namespace xattn

@@ -27,7 +27,8 @@ struct Layout {
   int64_t numel() const;
 };
 
-// A read-only view. `data == nullptr` means "absent" where an argument is optional.
+// A read-only view. `data == nullptr` means "absent" where an argument is optional, so a
+// required view needs non-null data even when it has no elements.
 struct TensorView {
   const void* data = nullptr;
   DType dtype = DType::kF32;

@@ -5,10 +5,14 @@ copies; these helpers build such tuples, allocate outputs of the caller's kind, 
 types into TypeError naming the argument.
 """
 
+import math
 import operator
+import os
 import sys
 
 import numpy as np
+
+from . import _xattn
 
 NUMPY = "numpy"
 TORCH = "torch"
@@ -83,11 +87,56 @@ def optional_spec(x, arg):
     return None if x is None else spec(x, arg)
 
 
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+_PHYSICAL_MEMORY = _physical_memory()
+
+
+def _bytes_text(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+
+
+def check_fits(kind, shape, dtype):
+    """xattn.Error (a ValueError) when an output of this shape could never fit in the machine's
+    memory, as the library refuses its own buffers (core::check_memory): before allocating,
+    rather than left to the allocator (MemoryError, RuntimeError or, with overcommit, the OOM
+    killer)."""
+    itemsize = (np.dtype(dtype).itemsize if kind == NUMPY
+                else _torch().empty((), dtype=dtype).element_size())
+    need = math.prod(shape) * itemsize
+    if _PHYSICAL_MEMORY is not None and need > _PHYSICAL_MEMORY:
+        raise _xattn.Error(f"an output of shape {tuple(shape)}: needs {_bytes_text(need)}, more "
+                           f"than this machine's {_bytes_text(_PHYSICAL_MEMORY)} of memory")
+
+
 def empty(kind, shape, dtype):
     """An uninitialised output of the given kind; dtype is a numpy or torch dtype of that kind."""
+    check_fits(kind, shape, dtype)
     if kind == NUMPY:
         return np.empty(shape, dtype=dtype)
     return _torch().empty(shape, dtype=dtype)
+
+
+def check_bool(x, arg):
+    """x as a bool; TypeError naming arg for anything else (no truthiness: "no" is not False)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{arg}: expected a bool, got {type(x).__name__}")
+    return bool(x)
+
+
+def check_int_range(value, arg, bits=64):
+    """value, or ValueError naming arg unless it fits a signed C integer of `bits` bits."""
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise ValueError(f"{arg}: {value} is out of range for a {bits}-bit integer")
+    return value
 
 
 def float32(kind):
@@ -131,7 +180,7 @@ def int_list(value, arg):
         if isinstance(item, (bool, np.bool_)):
             raise TypeError(f"{arg}: expected ints, got a bool")
         try:
-            result.append(operator.index(item))
+            result.append(check_int_range(operator.index(item), arg))
         except TypeError:
             raise TypeError(f"{arg}: expected ints, got {type(item).__name__}") from None
     return result

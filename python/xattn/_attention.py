@@ -43,13 +43,15 @@ def _real(x, arg):
     return float(x)
 
 
-def _int(x, arg):
+def _int(x, arg, bits=64):
+    """x as a Python int that fits a signed C integer of `bits` bits (the binding's type)."""
     if isinstance(x, bool):
         raise TypeError(f"{arg}: expected an int, got bool")
     try:
-        return operator.index(x)
+        value = operator.index(x)
     except TypeError:
         raise TypeError(f"{arg}: expected an int, got {type(x).__name__}") from None
+    return A.check_int_range(value, arg, bits)
 
 
 def _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_threads,
@@ -57,7 +59,7 @@ def _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_th
     p = _xattn.Params()
     p.scale = None if scale is None else _real(scale, "scale")
     p.softcap = _real(softcap, "softcap")
-    p.causal = bool(causal)
+    p.causal = A.check_bool(causal, "causal")
     if not isinstance(align, str):
         raise TypeError(f"align: expected 'top_left' or 'bottom_right', got {type(align).__name__}")
     p.align = align  # the value is checked by the binding
@@ -70,11 +72,8 @@ def _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_th
     p.kv_lens = A.int_list(kv_lens, "kv_lens")
     p.q_lens = A.int_list(q_lens, "q_lens")
     p.mask = A.optional_spec(mask, "mask")
-    p.num_threads = _int(num_threads, "num_threads")
-    if not isinstance(bf16_probabilities, bool):
-        raise TypeError(f"bf16_probabilities: expected a bool, got "
-                        f"{type(bf16_probabilities).__name__}")
-    p.bf16_probabilities = bf16_probabilities
+    p.num_threads = _int(num_threads, "num_threads", bits=32)
+    p.bf16_probabilities = A.check_bool(bf16_probabilities, "bf16_probabilities")
     return p
 
 
@@ -119,15 +118,19 @@ def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left"
     Returns:
       out [B, Hq, Lq, Dv] of the input's kind and dtype, or the tuple (out, lse?, weights?) with
       the requested extras in that order. A query that sees no key gets out = 0, lse = -inf and
-      weights = 0 (never NaN).
+      weights = 0 (never NaN). Empty inputs (B, H, Lq or Lk of 0) give empty results, or with
+      Lk = 0 rows that see no key; D and Dv must be >= 1.
 
     Raises:
-      TypeError: an argument has the wrong type or dtype, or numpy and torch are mixed.
-      ValueError (xattn.Error for the library's checks): shapes or values are invalid; the
-        message names the argument.
+      TypeError: an argument has the wrong type or dtype (flags must be bools), or numpy and
+        torch are mixed.
+      ValueError (xattn.Error for the library's checks): shapes or values are invalid, an
+        integer does not fit the library's C type, or an output (the weights of long sequences,
+        say) could never fit in memory; the message names the argument.
     """
     kind = _check_qkv(q, k, v)
     _check_mask(kind, mask)
+    A.check_bool(return_lse, "return_lse"), A.check_bool(return_weights, "return_weights")
     one_head = q.ndim == 3
     if one_head:
         for x, arg in ((k, "k"), (v, "v")):
@@ -189,9 +192,13 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, mask=None, causal=F
     """
     kind = _check_qkv(q, k, v)
     _check_mask(kind, mask)
+    A.check_bool(return_lse, "return_lse"), A.check_bool(return_weights, "return_weights")
     for x, arg in ((q, "q"), (k, "k"), (v, "v")):
         if x.ndim != 3:
             raise ValueError(f"{arg}: expected 3-D [total, H, D], got shape {tuple(x.shape)}")
+    for cu, arg in ((cu_seqlens_q, "cu_seqlens_q"), (cu_seqlens_k, "cu_seqlens_k")):
+        if cu is None:  # (int_list reads None as "no lengths")
+            raise TypeError(f"{arg}: expected a sequence of ints, got NoneType")
     cu_q = A.int_list(cu_seqlens_q, "cu_seqlens_q")
     cu_k = A.int_list(cu_seqlens_k, "cu_seqlens_k")
     params = _params(mask, causal, window, align, scale, softcap, None, None, num_threads,

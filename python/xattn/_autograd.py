@@ -75,6 +75,8 @@ def _make_function(torch):
         @staticmethod
         def forward(ctx, q, k, v, mask, params, want_weights, layout):
             out_shape, lse_shape, weights_shape = layout.shapes(q, k, v)
+            if want_weights:
+                A.check_fits(A.TORCH, weights_shape, q.dtype)
             out = torch.empty(out_shape, dtype=q.dtype)
             lse = torch.empty(lse_shape, dtype=torch.float32)
             weights = torch.empty(weights_shape if want_weights else 0, dtype=q.dtype)

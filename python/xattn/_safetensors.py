@@ -56,6 +56,7 @@ def load_safetensors(path, framework="numpy", with_metadata=False):
         raise TypeError(f"framework: expected 'numpy' or 'torch', got {type(framework).__name__}")
     if framework not in _FRAMEWORKS:
         raise ValueError(f"framework: expected 'numpy' or 'torch', got {framework!r}")
+    with_metadata = A.check_bool(with_metadata, "with_metadata")
     file = _xattn.SafetensorsFile(path)
     tensors = {}
     for name in file.names():

@@ -1,5 +1,7 @@
 """A drop-in for torch.nn.functional.scaled_dot_product_attention (PyTorch 2.x semantics)."""
 
+import numbers
+
 from . import _arrays as A
 from ._attention import attention
 
@@ -27,6 +29,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     Differences from torch: a query row that sees no key at all (fully masked) returns zeros,
     where torch returns NaN. Accumulation is float32 for every input dtype.
     """
+    if isinstance(dropout_p, (str, bytes, bool)) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"dropout_p: expected a real number, got {type(dropout_p).__name__}")
     if dropout_p != 0.0:
         raise NotImplementedError("scaled_dot_product_attention: dropout is not supported yet "
                                   f"(dropout_p must be 0, got {dropout_p})")
@@ -34,6 +38,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     for x, arg in ((query, "query"), (key, "key"), (value, "value")):
         A.kind_of(x, arg)
         A.check_dtype(x, arg, A.FLOAT_DTYPES)
+    if attn_mask is not None:
+        A.kind_of(attn_mask, "attn_mask")
+        A.check_dtype(attn_mask, "attn_mask", A.MASK_DTYPES)
+    A.check_bool(is_causal, "is_causal")
+    A.check_bool(enable_gqa, "enable_gqa")
     rank = query.ndim
     if rank not in (2, 3, 4) or key.ndim != rank or value.ndim != rank:
         raise ValueError("scaled_dot_product_attention: query, key and value must all be 2-D, "

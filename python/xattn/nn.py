@@ -12,13 +12,14 @@ Inputs are numpy arrays or CPU torch tensors (float32, float16, bfloat16); outpu
 the same kind and dtype. Inference only: there is no dropout and no autograd through layers.
 """
 
-import os
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import _arrays as A
 from . import _xattn
 from ._attention import _params as _attention_params
+from ._safetensors import _path
 
 KVCache = _xattn.KVCache
 KVCache.__doc__ = """Keys and values projected once per position: the encoder output for a
@@ -27,18 +28,21 @@ MultiheadAttention.make_cache; grows through extend_cache (its capacity doubles 
 safe to extend from several threads at once."""
 
 
-def _bool(x, arg):
-    if not isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{arg}: expected a bool, got {type(x).__name__}")
-    return bool(x)
+_bool = A.check_bool
 
 
-def _int(x, arg, minimum):
+def _int(x, arg, minimum, maximum=2**63 - 1):
+    """x as an int in [minimum, maximum] (maximum: what the binding's C type holds)."""
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{arg}: expected an int, got {type(x).__name__}")
     if x < minimum:
         raise ValueError(f"{arg}: must be >= {minimum}, got {x}")
+    if x > maximum:
+        raise ValueError(f"{arg}: must be <= {maximum}, got {x}")
     return int(x)
+
+
+_INT_MAX, _UINT64_MAX = 2**31 - 1, 2**64 - 1
 
 
 def _input(x, arg, kind=None):
@@ -73,6 +77,9 @@ def _like(result, kind, like):
 def _parameter_specs(state_dict, names):
     """The binding's specs of the named entries of a state dict (absent names are left out; the
     layer reports them). Tensors that require grad are read through .detach()."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a mapping of names to arrays, got "
+                        f"{type(state_dict).__name__}")
     specs = {}
     for name in names:
         if name in state_dict:
@@ -103,7 +110,7 @@ class MultiheadAttention:
         self._layer = _xattn.MultiheadAttention(
             self.embed_dim, self.num_heads, self.kdim, self.vdim, _bool(bias, "bias"),
             _bool(add_bias_kv, "add_bias_kv"), _bool(add_zero_attn, "add_zero_attn"),
-            self.batch_first, _int(seed, "seed", 0))
+            self.batch_first, _int(seed, "seed", 0, _UINT64_MAX))
 
     @classmethod
     def from_torch(cls, module):
@@ -135,7 +142,7 @@ class MultiheadAttention:
         (e.g. "decoder.layers.0.encoder_attn.")."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix: expected a str, got {type(prefix).__name__}")
-        self._layer.load_safetensors(os.fspath(path), prefix)
+        self._layer.load_safetensors(_path(path), prefix)
 
     def __call__(self, query, key, value, key_padding_mask=None, need_weights=True,
                  attn_mask=None, average_attn_weights=True, is_causal=False, num_threads=0):
@@ -159,7 +166,7 @@ class MultiheadAttention:
             q, k, v, _mask(key_padding_mask, "key_padding_mask", kind),
             _mask(attn_mask, "attn_mask", kind), _bool(is_causal, "is_causal"),
             _bool(need_weights, "need_weights"), _bool(average_attn_weights, "average_attn_weights"),
-            _int(num_threads, "num_threads", 0))
+            _int(num_threads, "num_threads", 0, _INT_MAX))
         return _like(out, kind, query), _like(weights, kind, query)
 
     def make_cache(self, batch, capacity=0):
@@ -189,7 +196,7 @@ class MultiheadAttention:
             q, cache, _mask(key_padding_mask, "key_padding_mask", kind),
             _mask(attn_mask, "attn_mask", kind), _bool(is_causal, "is_causal"),
             _bool(need_weights, "need_weights"), _bool(average_attn_weights, "average_attn_weights"),
-            _int(num_threads, "num_threads", 0))
+            _int(num_threads, "num_threads", 0, _INT_MAX))
         return _like(out, kind, query), _like(weights, kind, query)
 
 
@@ -228,10 +235,12 @@ class Attention:
             raise TypeError(f"residual: expected 'none', 'add' or 'scale', got "
                             f"{type(residual).__name__}")
         self._layer = _xattn.Attention(
-            widths, _int(query, "query", 0), _int(key, "key", 0), _int(value, "value", 0),
+            widths, _int(query, "query", 0, _INT_MAX), _int(key, "key", 0, _INT_MAX),
+            _int(value, "value", 0, _INT_MAX),
             _int(num_heads, "num_heads", 1), 0 if qk_dim is None else _int(qk_dim, "qk_dim", 1),
             0 if v_dim is None else _int(v_dim, "v_dim", 1), _bool(bias, "bias"),
-            _bool(out_proj, "out_proj"), _bool(scaled, "scaled"), residual, _int(seed, "seed", 0))
+            _bool(out_proj, "out_proj"), _bool(scaled, "scaled"), residual,
+            _int(seed, "seed", 0, _UINT64_MAX))
         self.input_widths = widths
         self._query = query
 

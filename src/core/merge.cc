@@ -1,9 +1,12 @@
 // merge(): two (out, lse) results over disjoint key sets -> the result over their union.
 
+#include <initializer_list>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "core/convert.h"
+#include "core/out_of_memory.h"
 #include "core/softmax_state.h"
 #include "core/validate.h"
 #include "xattn/attention.h"
@@ -51,6 +54,9 @@ void check_same_shape(const char* arg, const TensorView& t, const TensorView& re
 }
 
 void check_lse(const char* arg, const TensorView& lse, const TensorView& out_a) {
+  if (lse.rank() != out_a.rank() - 1)  // (first: kOutDims names at most 4 dims)
+    throw Error(std::string(arg) + ": expected rank " + std::to_string(out_a.rank() - 1) +
+                " (out_a's shape without its last dim), got rank " + std::to_string(lse.rank()));
   core::check_view(arg, lse, std::span(kOutDims, lse.rank()));
   if (lse.dtype != DType::kF32)
     throw Error(std::string(arg) + ": dtype must be float32, got " + std::string(dtype_name(lse.dtype)));
@@ -59,10 +65,22 @@ void check_lse(const char* arg, const TensorView& lse, const TensorView& out_a) 
   if (!ok) throw Error(std::string(arg) + ": shape must be out_a's shape without its last dim");
 }
 
-}  // namespace
+// An output may be one of the inputs exactly (each element is read before it is written, by
+// the same step), but must not otherwise share memory with the inputs or the other output.
+void check_output_memory(const char* arg, const TensorView& t,
+                         std::initializer_list<std::pair<const char*, TensorView>> others) {
+  for (const auto& [name, o] : others) {
+    const bool same =
+        t.data == o.data && t.dtype == o.dtype && t.layout.strides == o.layout.strides;
+    if (!same && core::share_memory(t, o))
+      throw Error(std::string(arg) + ": overlaps " + name + " in memory without being it; an "
+                  "output may alias an input exactly, or not at all");
+  }
+}
 
-void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
-           const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse) {
+void merge_checked(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
+                   const TensorView& lse_b, const MutableTensorView& out,
+                   const MutableTensorView& lse) {
   if (out_a.rank() < 1 || out_a.rank() > kMaxRank)
     throw Error("out_a: expected rank 1 to 4 [..., L, Dv], got rank " + std::to_string(out_a.rank()));
   const std::span dims(kOutDims, out_a.rank());
@@ -77,6 +95,15 @@ void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& o
   check_lse("lse_a", lse_a, out_a);
   check_lse("lse_b", lse_b, out_a);
   check_lse("lse", lse, out_a);
+  core::check_output("out", out);
+  core::check_output("lse", lse);
+  check_output_memory("out", out, {{"out_a", out_a}, {"out_b", out_b}, {"lse_a", lse_a},
+                                   {"lse_b", lse_b}});
+  check_output_memory("lse", lse, {{"out_a", out_a}, {"out_b", out_b}, {"lse_a", lse_a},
+                                   {"lse_b", lse_b}});
+  if (core::share_memory(out, lse)) throw Error("lse: overlaps out in memory");
+  for (int d = 0; d < out_a.rank() - 1; ++d)
+    if (out_a.size(d) == 0) return;  // no rows: nothing to merge
 
   const int rows_rank = out_a.rank() - 1;
   const int64_t dv = out_a.size(out_a.rank() - 1);
@@ -102,6 +129,14 @@ void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& o
   };
   if (rows_rank == 0) visit(idx0);
   else for_each_index(rows_rank, out_a.layout.shape.data(), visit);
+}
+
+}  // namespace
+
+void merge(const TensorView& out_a, const TensorView& lse_a, const TensorView& out_b,
+           const TensorView& lse_b, const MutableTensorView& out, const MutableTensorView& lse) {
+  core::translate_allocation_failure("merge",
+                                     [&] { merge_checked(out_a, lse_a, out_b, lse_b, out, lse); });
 }
 
 }  // namespace xattn

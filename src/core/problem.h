@@ -50,7 +50,7 @@ struct Problem {
   bool bf16_probabilities = false;
   int num_threads = 1;
 
-  int64_t group_size() const { return heads_q / heads_kv; }
+  int64_t group_size() const { return heads_kv ? heads_q / heads_kv : 0; }  // Hkv = 0: empty
 };
 
 // A backward call: the forward's problem (out and lse now inputs), plus dout and the gradients.
@@ -63,6 +63,9 @@ struct BackwardProblem {
   MutableTensorView dmask_view;
   Operand dmask_dense;
   int64_t dmask_size = 0;  // elements of the view
+  // Whether rows of different (b, h, i) add into one dmask element (the mask broadcasts over
+  // them): each thread then sums into its own copy, and the copies are added in thread order.
+  bool dmask_shared = false;
 };
 
 }  // namespace xattn::core

@@ -16,6 +16,9 @@ class ScratchArena {
   // At least `bytes` bytes, 64-byte aligned. Contents are unspecified.
   std::byte* bytes(size_t bytes) {
     if (bytes > capacity_) {
+      // Forget the old capacity first: if the allocation fails, buffer_ is null, and a later
+      // smaller request must not take the old capacity as still there.
+      capacity_ = 0;
       buffer_ = hwy::AllocateAligned<std::byte>(bytes);
       if (!buffer_) throw std::bad_alloc();
       capacity_ = bytes;

@@ -1,10 +1,17 @@
 #include "core/validate.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "core/parallel.h"
 #include "xattn/error.h"
 
 namespace xattn::core {
@@ -19,6 +26,10 @@ template <typename... Parts>
 
 std::string shape_string(const TensorView& t) {
   std::ostringstream os;
+  if (t.rank() < 0 || t.rank() > kMaxRank) {  // the view holds no more sizes than kMaxRank
+    os << "of rank " << t.rank();
+    return os.str();
+  }
   os << "[";
   for (int i = 0; i < t.rank(); ++i) os << (i ? ", " : "") << t.size(i);
   os << "]";
@@ -50,6 +61,27 @@ int64_t checked_add(const char* arg, int64_t a, int64_t b) {
   return r;
 }
 
+// a·b and a+b for sizes in bytes, saturating at INT64_MAX (inputs are >= 0).
+int64_t sat_mul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
+std::string bytes_text(int64_t bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double x = static_cast<double>(bytes);
+  int u = 0;
+  while (x >= 1024 && u < 6) x /= 1024, ++u;
+  std::ostringstream os;
+  os.precision(u ? 3 : 20);
+  os << x << " " << units[u];
+  return os.str();
+}
+
 void check_dtype_float(const char* arg, DType t) {
   if (!is_float(t)) fail(arg, ": dtype must be float32, float16 or bfloat16, got ", dtype_name(t));
 }
@@ -73,11 +105,73 @@ void check_shape(const char* arg, const TensorView& t, std::initializer_list<int
            " (shape ", shape_string(t), ")");
 }
 
-// Outputs must not write one element twice: a stride of 0 on a dimension longer than 1 would.
+bool is_empty(const TensorView& t) {
+  for (int i = 0; i < t.rank(); ++i)
+    if (t.size(i) == 0) return true;
+  return false;
+}
+
+// Outputs must not write one element twice. A stride of 0 on a dimension longer than 1 is the
+// common mistake; more generally, with the dims sorted by |stride|, each must step past all that
+// the smaller ones span (true of every permuted, sliced or padded layout, and a sufficient test
+// for no overlap: the exact one is a knapsack problem).
 void check_writable(const char* arg, const MutableTensorView& t) {
+  if (is_empty(t)) return;  // (numpy gives empty arrays zero strides)
   for (int i = 0; i < t.layout.rank; ++i)
     if (t.layout.shape[i] > 1 && t.layout.strides[i] == 0)
       fail(arg, ": dim ", i, " has stride 0, so several results would land on one element");
+  std::vector<std::pair<int64_t, int>> dims;  // (|stride|, dim) of the dims longer than 1
+  for (int i = 0; i < t.layout.rank; ++i)
+    if (t.layout.shape[i] > 1) dims.push_back({std::abs(t.layout.strides[i]), i});
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 0;  // how far the smaller-stride dims reach (no overflow: check_view)
+  for (const auto& [stride, i] : dims) {
+    if (stride <= span)
+      fail(arg, ": dim ", i, " has stride ", t.layout.strides[i],
+           ", which steps into elements the smaller strides already reach: outputs must not "
+           "overlap themselves (several results would land on one element)");
+    span += (t.layout.shape[i] - 1) * stride;
+  }
+}
+
+// The bytes a view can touch, [lo, hi); empty for a view with no elements.
+struct Span {
+  uintptr_t lo = 0, hi = 0;
+};
+
+Span span_of(const TensorView& t) {
+  if (!t.present() || is_empty(t)) return {};
+  int64_t lo = 0, hi = 0;  // element offsets; bounded by check_view
+  for (int i = 0; i < t.rank(); ++i) {
+    const int64_t reach = (t.size(i) - 1) * t.stride(i);
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const auto base = reinterpret_cast<uintptr_t>(t.data);
+  const int64_t size = dtype_size(t.dtype);
+  return {base + static_cast<uintptr_t>(lo * size), base + static_cast<uintptr_t>((hi + 1) * size)};
+}
+
+struct Named {
+  const char* name;
+  TensorView view;
+};
+
+// An output is computed from the inputs while it is written, by several threads: it must not
+// share memory with any of them, nor with another output. Address ranges are compared, so views
+// that interleave without sharing an element are refused too; separate buffers never are.
+void check_no_overlap(std::initializer_list<Named> outputs, std::initializer_list<Named> inputs) {
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    const Span so = span_of(o->view);
+    if (so.lo == so.hi) continue;
+    auto check = [&](const Named& other, const char* role) {
+      const Span s = span_of(other.view);
+      if (s.lo != s.hi && so.lo < s.hi && s.lo < so.hi)
+        fail(o->name, ": overlaps ", role, other.name, " in memory; outputs must not share memory "
+             "with the inputs or with each other");
+    };
+    for (const Named& in : inputs) check(in, "the input ");
+    for (auto p = outputs.begin(); p != o; ++p) check(*p, "the output ");
+  }
 }
 
 Operand operand(const TensorView& t, int64_t sb, int64_t sh, int64_t sl, int64_t sd) {
@@ -134,19 +228,27 @@ void fill_common_params(Problem& p, const AttentionParams& params) {
     fail("scale: must be finite, got ", *params.scale);
   if (!std::isfinite(params.softcap) || params.softcap < 0)
     fail("softcap: must be >= 0 and finite (0 disables it), got ", params.softcap);
+  // The kernels multiply by 1/softcap: it must be finite, or a zero score becomes 0·inf = NaN.
+  constexpr float kMinSoftcap = 1.0f / std::numeric_limits<float>::max();
+  if (params.softcap > 0 && params.softcap < kMinSoftcap)
+    fail("softcap: must be 0 (off) or at least ", kMinSoftcap,
+         " (so that 1/softcap is finite), got ", params.softcap);
   if (params.window.left < -1 || params.window.right < -1)
     fail("window: (left, right) must each be >= 0, or -1 for unbounded, got (",
          params.window.left, ", ", params.window.right, ")");
-  if (params.num_threads < 0) fail("num_threads: must be >= 0 (0: default), got ",
-                                   params.num_threads);
+  if (params.num_threads < 0 || params.num_threads > kMaxThreads)
+    fail("num_threads: must be in [0, ", kMaxThreads, "] (0: default), got ", params.num_threads);
   p.scale = params.scale ? *params.scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim));
   p.softcap = params.softcap;
   p.causal = params.causal;
   p.bottom_right = params.align == CausalAlign::kBottomRight;
   if (params.align != CausalAlign::kTopLeft && params.align != CausalAlign::kBottomRight)
     fail("align: must be top_left or bottom_right");
-  p.window_left = params.window.left;
-  p.window_right = params.window.right;
+  // |p - j| <= Lq + Lk for every diagonal p and key j, so a wider window is unbounded; clamping
+  // keeps p - left and p + right + 1 from overflowing (a window of INT64_MAX is legal input).
+  const int64_t widest = p.max_q_rows + p.max_kv_len;
+  p.window_left = std::min(params.window.left, widest);
+  p.window_right = std::min(params.window.right, widest);
   p.num_threads = params.num_threads;
   p.bf16_probabilities = params.bf16_probabilities;
 }
@@ -160,28 +262,98 @@ void check_inputs_dtypes(const TensorView& q, const TensorView& k, const TensorV
 }
 
 void check_heads(int64_t heads_q, int64_t heads_kv) {
-  if (heads_q % heads_kv != 0)
+  // Zero query heads are a multiple of any kv head count (an empty problem), and the only one
+  // of zero kv heads.
+  if (heads_kv == 0 ? heads_q != 0 : heads_q % heads_kv != 0)
     fail("q: Hq = ", heads_q, " must be a multiple of k's Hkv = ", heads_kv,
          " (grouped-query attention shares each kv head among Hq/Hkv query heads)");
 }
 
 }  // namespace
 
-void check_view(const char* arg, const TensorView& t, std::span<const char* const> dims) {
+void check_output(const char* arg, const MutableTensorView& t) { check_writable(arg, t); }
+
+bool share_memory(const TensorView& a, const TensorView& b) {
+  const Span sa = span_of(a), sb = span_of(b);
+  return sa.lo != sa.hi && sb.lo != sb.hi && sa.lo < sb.hi && sb.lo < sa.hi;
+}
+
+int64_t physical_memory_bytes() {
+  static const int64_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? sat_mul(pages, page) : INT64_MAX;
+  }();
+  return bytes;
+}
+
+void check_memory(const char* what, int64_t count, int64_t bytes_each) {
+  const int64_t bytes = count < 0 ? INT64_MAX : sat_mul(count, bytes_each);
+  if (bytes > physical_memory_bytes())
+    fail(what, ": needs ", bytes == INT64_MAX ? "more than 8 EiB" : bytes_text(bytes),
+         ", more than this machine's ", bytes_text(physical_memory_bytes()), " of memory");
+}
+
+void check_view(const char* arg, const TensorView& t, std::span<const char* const> dims,
+                bool last_positive) {
   if (t.rank() != static_cast<int>(dims.size()))
     fail(arg, ": expected shape ", dims_string(dims), " of rank ", dims.size(), ", got shape ",
          shape_string(t));
   if (t.data == nullptr) fail(arg, ": data is null");
+  int64_t numel = 1;
+  for (int i = 0; i < t.rank(); ++i) {
+    const bool feature = last_positive && i == t.rank() - 1;
+    if (t.size(i) < (feature ? 1 : 0))
+      fail(arg, ": dim ", i, " (", dims[i], ") must be ", feature ? "positive" : "non-negative",
+           ", got ", t.size(i), " (shape ", shape_string(t), ")");
+    // Bounded even where strides are 0: loops and buffers follow the sizes, not the memory.
+    numel = checked_mul(arg, numel, std::max<int64_t>(t.size(i), 1));
+  }
+  if (is_empty(t)) return;  // addresses nothing
   int64_t extent = 0;
   for (int i = 0; i < t.rank(); ++i) {
-    if (t.size(i) <= 0)
-      fail(arg, ": dim ", i, " (", dims[i], ") must be positive, got ", t.size(i), " (shape ",
-           shape_string(t), ")");
-    const int64_t stride = t.stride(i) < 0 ? -t.stride(i) : t.stride(i);
+    // |INT64_MIN| does not fit: saturate (checked_mul refuses it unless the dim has size 1).
+    const int64_t stride = t.stride(i) == std::numeric_limits<int64_t>::min()
+                               ? std::numeric_limits<int64_t>::max()
+                               : std::abs(t.stride(i));
     extent = checked_add(arg, extent, checked_mul(arg, t.size(i) - 1, stride));
   }
   checked_mul(arg, extent + 1, dtype_size(t.dtype));
 }
+
+namespace {
+
+// An upper bound on the working memory a call allocates: bookkeeping per sequence and kv head
+// (work items, key blocks), statistics per query row (the forward's m and l for the weights, the
+// backward's delta), and each thread's scratch: a few hundred rows of D and Dv floats, plus in
+// the backward one kv head's dq rows and a copy of the mask gradient. Kept in step with the
+// kernels by hand; it need only be right to within a small factor, as it only refuses requests
+// that could never fit (which would otherwise end in std::bad_alloc, or with overcommit in the
+// OOM killer once the pages are touched).
+int64_t workspace_bytes(const Problem& p, bool backward, int64_t dmask_copy) {
+  const int64_t threads = resolve_threads(p.num_threads);
+  int64_t per_thread = sat_mul(2048, p.head_dim + p.value_dim + 64);
+  if (backward) {
+    const int64_t head_rows = sat_mul(p.max_q_rows, p.group_size());
+    per_thread = sat_add(per_thread, sat_mul(head_rows, 4 * (p.head_dim + 16)));
+    per_thread = sat_add(per_thread, sat_mul(dmask_copy, 4));
+  }
+  const int64_t heads = sat_mul(p.batch, p.heads_kv + 1);
+  int64_t bytes = sat_mul(heads, 64);
+  bytes = sat_add(bytes, sat_mul(sat_mul(sat_mul(p.batch, p.heads_q), p.max_q_rows), 16));
+  bytes = sat_add(bytes, sat_mul(heads, p.max_kv_len));
+  // A row of zeros for the rows past q_lens: Dv values, and a weights row.
+  const int64_t zeros = sat_add(p.value_dim, p.weights.present() ? p.weights_cols : 0);
+  bytes = sat_add(bytes, sat_mul(4, zeros));
+  return sat_add(bytes, sat_mul(threads, per_thread));
+}
+
+// dmask_copy: the elements of the mask gradient each thread sums into (0: none, or one shared
+// copy, counted in the caller's view already).
+void check_workspace(const Problem& p, bool backward, int64_t dmask_copy = 0) {
+  check_memory("working memory", workspace_bytes(p, backward, dmask_copy), 1);
+}
+
+}  // namespace
 
 Problem make_dense_problem(const TensorView& q, const TensorView& k, const TensorView& v,
                            const AttentionParams& params, const AttentionOutputs& outputs) {
@@ -191,9 +363,9 @@ Problem make_dense_problem(const TensorView& q, const TensorView& k, const Tenso
   static constexpr const char* kOut[] = {"B", "Hq", "Lq", "Dv"};
   static constexpr const char* kLse[] = {"B", "Hq", "Lq"};
   static constexpr const char* kW[] = {"B", "Hq", "Lq", "Lk"};
-  check_view("q", q, kQ);
-  check_view("k", k, kK);
-  check_view("v", v, kV);
+  check_view("q", q, kQ, true);
+  check_view("k", k, kK, true);
+  check_view("v", v, kV, true);
   check_inputs_dtypes(q, k, v);
   const int64_t B = q.size(0), Hq = q.size(1), Lq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Lk = k.size(2), Dv = v.size(3);
@@ -232,6 +404,9 @@ Problem make_dense_problem(const TensorView& q, const TensorView& k, const Tenso
   }
   p.mask = mask_operand(params.mask, {B, Hq, Lq, Lk});
   fill_common_params(p, params);
+  check_no_overlap({{"out", outputs.out}, {"lse", outputs.lse}, {"weights", outputs.weights}},
+                   {{"q", q}, {"k", k}, {"v", v}, {"mask", params.mask}});
+  check_workspace(p, false);
 
   p.sequences.resize(B);
   for (int64_t b = 0; b < B; ++b) {
@@ -251,7 +426,7 @@ namespace {
 // Offsets: B+1 entries, starting at 0, non-decreasing, ending at the packed length.
 void check_offsets(const char* arg, std::span<const int64_t> cu, int64_t total,
                    const char* total_name) {
-  if (cu.size() < 2) fail(arg, ": expected B+1 >= 2 offsets, got ", cu.size());
+  if (cu.empty()) fail(arg, ": expected B+1 offsets (at least the leading 0), got none");
   if (cu[0] != 0) fail(arg, "[0] must be 0, got ", cu[0]);
   for (size_t b = 1; b < cu.size(); ++b)
     if (cu[b] < cu[b - 1])
@@ -272,9 +447,9 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
   static constexpr const char* kOut[] = {"total_q", "Hq", "Dv"};
   static constexpr const char* kLse[] = {"Hq", "total_q"};
   static constexpr const char* kW[] = {"Hq", "total_q", "max_k"};
-  check_view("q", q, kQ);
-  check_view("k", k, kK);
-  check_view("v", v, kV);
+  check_view("q", q, kQ, true);
+  check_view("k", k, kK, true);
+  check_view("v", v, kV, true);
   check_inputs_dtypes(q, k, v);
   const int64_t Tq = q.size(0), Hq = q.size(1), D = q.size(2);
   const int64_t Tk = k.size(0), Hkv = k.size(1), Dv = v.size(2);
@@ -325,7 +500,6 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
     p.lse = operand(l, 0, l.stride(0), l.stride(1), 0);
   }
   if (outputs.weights.present()) {
-    if (p.max_kv_len == 0) fail("weights: every key sequence is empty, so there is nothing to return");
     check_view("weights", outputs.weights, kW);
     check_shape("weights", outputs.weights,
                 {Hq, Tq, p.max_kv_len}, kW);
@@ -337,6 +511,9 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
   p.mask = mask_operand(params.mask, {B, Hq, std::max<int64_t>(p.max_q_rows, 1),
                                       std::max<int64_t>(p.max_kv_len, 1)});
   fill_common_params(p, params);
+  check_no_overlap({{"out", outputs.out}, {"lse", outputs.lse}, {"weights", outputs.weights}},
+                   {{"q", q}, {"k", k}, {"v", v}, {"mask", params.mask}});
+  check_workspace(p, false);
   return p;
 }
 
@@ -364,7 +541,7 @@ struct BackwardDims {
 // The backward's own arguments, on top of the forward problem `p` that q, k, v, out and lse
 // made: dout like out, the gradients like their inputs, and dmask like the mask.
 BackwardProblem finish_backward(Problem p, const TensorView& q, const TensorView& k,
-                                const TensorView& v, const TensorView& out,
+                                const TensorView& v, const TensorView& out, const TensorView& lse,
                                 const TensorView& dout, const AttentionParams& params,
                                 const AttentionGradients& grads, const BackwardDims& dims,
                                 Operand (*to_operand)(const TensorView&)) {
@@ -410,12 +587,22 @@ BackwardProblem finish_backward(Problem p, const TensorView& q, const TensorView
     Layout dense = m.layout;
     int64_t size = 1;
     for (int i = m.rank() - 1; i >= 0; --i) dense.strides[i] = size, size *= m.size(i);
+    // The forward's broadcast target: [B, Hq, Lq, Lk] for a dense call (an empty Lq or Lk stays
+    // 0), the longest sequences but at least 1 for a packed one.
     const Problem& f = bp.fwd;
+    const int64_t least = to_operand == packed_operand ? 1 : 0;
     bp.dmask_dense = mask_operand({m.data, m.dtype, dense},
-                                  {f.batch, f.heads_q, std::max<int64_t>(f.max_q_rows, 1),
-                                   std::max<int64_t>(f.max_kv_len, 1)});
+                                  {f.batch, f.heads_q, std::max(f.max_q_rows, least),
+                                   std::max(f.max_kv_len, least)});
     bp.dmask_size = size;
+    const int64_t* s = bp.dmask_dense.stride;
+    bp.dmask_shared = (f.batch > 1 && s[0] == 0) || (f.heads_q > 1 && s[1] == 0) ||
+                      (f.max_q_rows > 1 && s[2] == 0);
   }
+  check_no_overlap({{"dq", grads.dq}, {"dk", grads.dk}, {"dv", grads.dv}, {"dmask", grads.dmask}},
+                   {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}, {"dout", dout},
+                    {"mask", params.mask}});
+  check_workspace(bp.fwd, true, bp.dmask_shared ? bp.dmask_size : 0);
   return bp;
 }
 
@@ -438,7 +625,7 @@ BackwardProblem make_backward_problem(const TensorView& q, const TensorView& k,
   static constexpr const char* kV[] = {"B", "Hkv", "Lk", "Dv"};
   static constexpr const char* kOut[] = {"B", "Hq", "Lq", "Dv"};
   return finish_backward(make_dense_problem(q, k, v, params, as_outputs(out, lse)), q, k, v, out,
-                         dout, params, grads, {kQ, kK, kV, kOut}, operand4);
+                         lse, dout, params, grads, {kQ, kK, kV, kOut}, operand4);
 }
 
 BackwardProblem make_varlen_backward_problem(const TensorView& q, const TensorView& k,
@@ -454,7 +641,8 @@ BackwardProblem make_varlen_backward_problem(const TensorView& q, const TensorVi
   static constexpr const char* kOut[] = {"total_q", "Hq", "Dv"};
   return finish_backward(make_varlen_problem(q, k, v, cu_seqlens_q, cu_seqlens_k, params,
                                              as_outputs(out, lse)),
-                         q, k, v, out, dout, params, grads, {kQ, kK, kV, kOut}, packed_operand);
+                         q, k, v, out, lse, dout, params, grads, {kQ, kK, kV, kOut},
+                         packed_operand);
 }
 
 }  // namespace xattn::core

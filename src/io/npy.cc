@@ -280,15 +280,18 @@ TensorView NpyArray::view() const {
   v.data = bytes.empty() ? &kEmpty : bytes.data();
   v.dtype = dtype;
   v.layout.rank = static_cast<int>(shape.size());
-  int64_t stride = 1;
+  // Unsigned: with a zero dim elsewhere (numel 0, which read_npy accepts for any other dims)
+  // the running product may wrap, as in Layout::contiguous; no element is ever addressed
+  // through such a stride.
+  uint64_t stride = 1;
   const int rank = v.layout.rank;
   for (int i = 0; i < rank; ++i) {
     // C order: the last index is densest. Fortran order: the first is, so the strides are the
     // C strides of the reversed shape, read backwards.
     const int d = fortran_order ? i : rank - 1 - i;
     v.layout.shape[d] = shape[d];
-    v.layout.strides[d] = stride;
-    stride *= shape[d];
+    v.layout.strides[d] = static_cast<int64_t>(stride);
+    stride *= static_cast<uint64_t>(shape[d]);
   }
   return v;
 }

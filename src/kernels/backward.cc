@@ -109,7 +109,12 @@ void scores_to_gradients(const Problem& p, const QueryRow& row, const float* s, 
     z = apply_mask(df, z, hn::Load(df, mask_buf));
     visible = hn::And(visible, hn::Ne(z, neg_inf));
   }
-  const VF prob = VectorExp(df, hn::Sub(z, hn::Set(df, row.lse)));
+  // A probability is at most 1, but the recomputed score and the forward's lse each carry an
+  // f32 rounding of |z|·2^-24 (and their key sums differ in order), so e^(z - lse) can exceed
+  // it: by a factor e^(1e23) for scores near 1e30. Capping it keeps gradients finite; NaN stays.
+  const VF one = hn::Set(df, 1.0f);
+  VF prob = VectorExp(df, hn::Sub(z, hn::Set(df, row.lse)));
+  prob = hn::IfThenElse(hn::Gt(prob, one), one, prob);
   const VF dz = hn::Mul(prob, hn::Sub(hn::Load(df, dp), hn::Set(df, row.delta)));
   hn::Store(hn::IfThenElseZero(visible, prob), df, p_out);
   hn::Store(hn::IfThenElseZero(visible, hn::Mul(dz, slope)), df, ds_out);
@@ -427,9 +432,7 @@ void Backward(const BackwardProblem& bp) {
   // Mask gradient. When no two rows share a mask row, every element has one writer (the item
   // owning the row); when the mask broadcasts over b, h or i, each thread sums into its own
   // copy and the copies are added in thread order.
-  const Operand& dm = bp.dmask_dense;
-  const bool shared = (p.batch > 1 && dm.stride[0] == 0) || (p.heads_q > 1 && dm.stride[1] == 0) ||
-                      (p.max_q_rows > 1 && dm.stride[2] == 0);
+  const bool shared = bp.dmask_shared;
   const int copies = shared ? threads : 1;
   std::vector<float> acc(copies * bp.dmask_size, 0.0f);
   core::parallel_for_static(static_cast<int64_t>(queries.size()), threads, [&](int64_t n, int t) {

@@ -40,8 +40,15 @@ inline bool cpu_has_bf16_dot() {
 }
 
 // On top of the target's own options (lambdas inside inherit a pragma, not an attribute).
+// clang applies only the outermost pushed target attribute, so there the target's own push is
+// replaced by one that adds avx512bf16 (and restored at the end).
+#if HWY_COMPILER_CLANG
+HWY_POP_ATTRIBUTES
+HWY_PUSH_ATTRIBUTES(HWY_TARGET_STR ",avx512bf16")
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512bf16")
+#endif
 
 // The broadcast operand: the bf16 pair for (column j, pair i) is the uint32 at
 // data + j·col_stride + i·pair_stride, strides counted in bf16 elements.
@@ -140,7 +147,12 @@ inline void pack_value_pairs(const uint16_t* HWY_RESTRICT v, int64_t ldv, int64_
   }
 }
 
+#if HWY_COMPILER_CLANG
+HWY_POP_ATTRIBUTES
+HWY_PUSH_ATTRIBUTES(HWY_TARGET_STR)
+#else
 #pragma GCC pop_options
+#endif
 #else
 inline constexpr bool kHaveBf16Dot = false;
 inline bool cpu_has_bf16_dot() { return false; }

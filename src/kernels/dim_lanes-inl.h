@@ -186,15 +186,15 @@ struct DimLanes {
     });
   }
 
-  // Weights output: p = e^(s - lse) with each row's lse in s.alpha (0 where lse = -inf).
+  // Weights output: p = e^(s - m)·(1/l) with each row's m in s.alpha and 1/l in s.l (0: none).
   static void normalized_probabilities(ItemState& s, int64_t nk) {
     const DF df;
     for (int64_t r = 0; r < s.rows; ++r) {
       float* row = s.scores + r * kKeysPerTile;
-      const VF lse = hn::Set(df, s.alpha[r]);
+      const VF m = hn::Set(df, s.alpha[r]), inv_l = hn::Set(df, s.l[r]);
       for (int64_t c = 0; c < nk; c += lanes()) {
-        const VF p = VectorExp(df, hn::Sub(hn::Load(df, row + c), lse));
-        hn::Store(s.alpha[r] == -__builtin_inff() ? hn::Zero(df) : p, df, row + c);
+        const VF p = hn::Mul(VectorExp(df, hn::Sub(hn::Load(df, row + c), m)), inv_l);
+        hn::Store(s.l[r] == 0.0f ? hn::Zero(df) : p, df, row + c);
       }
     }
   }

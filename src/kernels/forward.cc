@@ -60,10 +60,39 @@ struct PartialStates {
   float* slot(int64_t i) const { return data + i * rows * (value_dim + 2); }
 };
 
+// Each row's final softmax state (m, l), kept when the weights are asked for: their pass
+// normalises the recomputed scores as p = e^(s - m) / l. (Not as e^(s - lse): lse = m + log l
+// is rounded to f32, and that rounding, |lse|·2^-24, would reach every weight, e.g. 5e-4 of it
+// for scores near 1e4; s - m is exact near the maximum.) Indexed [b][h][row], with b stride 0 for
+// packed sequences, whose rows are numbered across sequences.
+struct RowStats {
+  std::vector<float> m, l;
+  int64_t stride_b = 0, stride_h = 0;
+
+  explicit RowStats(const Problem& p) {
+    if (!p.weights.present()) return;
+    int64_t rows = 0;
+    bool packed = false;
+    for (const core::Sequence& s : p.sequences)
+      rows = std::max(rows, s.q_start + s.q_rows), packed |= s.q_start != 0;
+    stride_h = rows;
+    stride_b = packed ? 0 : p.heads_q * rows;
+    m.resize((packed ? 1 : p.batch) * p.heads_q * rows);
+    l.resize(m.size());
+  }
+  int64_t index(int64_t b, int64_t h, int64_t row) const {
+    return b * stride_b + h * stride_h + row;
+  }
+};
+
 void store_result_row(const Problem& p, const ItemState& s, int64_t r, const core::SoftmaxState& st,
-                      const float* acc, float* out_buf) {
+                      const float* acc, float* out_buf, RowStats& stats) {
   const float lse = core::finalize_row(st, acc, out_buf, p.value_dim);
   const int64_t h = s.row_h[r], i = s.seq->q_start + s.row_i[r];
+  if (!stats.m.empty()) {
+    const int64_t at = stats.index(s.b, h, i);
+    stats.m[at] = st.m, stats.l[at] = st.l;
+  }
   core::store_row(out_buf, p.value_dim,
                   core::element_ptr(const_cast<void*>(p.out.data), p.out.dtype,
                                     p.out.offset(s.b, h, i, 0)),
@@ -73,7 +102,8 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, const cor
 }
 
 template <class Tiles>
-void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials) {
+void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials,
+              RowStats& stats) {
   ItemState s;
   setup_item(p, w, Tiles::padded_rows(), s);
   Tiles::pack_queries(s);
@@ -90,12 +120,13 @@ void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials
   }
   for (int64_t r = 0; r < s.rows; ++r) {
     Tiles::acc_row(s, r, s.row_buf);
-    store_result_row(p, s, r, {s.m[r], s.l[r]}, s.row_buf, s.out_buf);
+    store_result_row(p, s, r, {s.m[r], s.l[r]}, s.row_buf, s.out_buf, stats);
   }
 }
 
 // Merges a split row tile's partial states in split order, then stores the results.
-void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& partials) {
+void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& partials,
+                  RowStats& stats) {
   ItemState s;
   setup_item(p, w, kMaxRowVecs * lanes(), s);
   const int64_t Dv = p.value_dim;
@@ -107,15 +138,15 @@ void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& part
       const core::SoftmaxState part{slot[r], slot[partials.rows + r]};
       core::merge_into(total, s.row_buf, part, slot + 2 * partials.rows + r * Dv, Dv);
     }
-    store_result_row(p, s, r, total, s.row_buf, s.out_buf);
+    store_result_row(p, s, r, total, s.row_buf, s.out_buf, stats);
   }
 }
 
 // The probabilities output: a second pass that recomputes each score tile and normalises it
-// with the row's final log-sum-exp, p = e^(s - lse). Unseen keys get 0. It uses the layout
-// of the first pass, whose scores (summed in the same order) gave the lse.
+// with the row's final state, p = e^(s - m) / l (RowStats). Unseen keys get 0. It uses the
+// layout of the first pass, whose scores (summed in the same order) gave m and l.
 template <class Tiles>
-void weights_item(const Problem& p, const WorkItem& w) {
+void weights_item(const Problem& p, const WorkItem& w, const RowStats& stats) {
   ItemState s;
   setup_item(p, w, Tiles::padded_rows(), s);
   Tiles::pack_queries(s);
@@ -123,10 +154,12 @@ void weights_item(const Problem& p, const WorkItem& w) {
   void* wdata = const_cast<void*>(W.data);
   std::fill(s.row_buf, s.row_buf + kKeysPerTile, 0.0f);
   for (int64_t r = 0; r < s.br; ++r) {
-    s.alpha[r] = -__builtin_inff();  // the rows' lse, -inf for padding
+    // Per row: m in alpha, 1/l in l; (0, 0) for padding and for rows that saw nothing (l = 0).
+    s.alpha[r] = s.l[r] = 0.0f;
     if (r >= s.rows) continue;
     const int64_t h = s.row_h[r], i = s.seq->q_start + s.row_i[r];
-    s.alpha[r] = static_cast<const float*>(p.lse.data)[p.lse.offset(s.b, h, i, 0)];
+    const int64_t at = stats.index(s.b, h, i);
+    if (stats.l[at] != 0.0f) s.alpha[r] = stats.m[at], s.l[r] = 1.0f / stats.l[at];  // NaN stays
     for (int64_t c0 = 0; c0 < p.weights_cols; c0 += kKeysPerTile)
       core::store_row(s.row_buf, std::min(kKeysPerTile, p.weights_cols - c0),
                       core::element_ptr(wdata, W.dtype, W.offset(s.b, h, i, c0)), W.dtype,
@@ -145,7 +178,7 @@ void weights_item(const Problem& p, const WorkItem& w) {
 
 // Rows i in [q_len, q_rows) (dense q_lens) see nothing: out = 0, lse = -inf, weights = 0.
 void zero_inactive_rows(const Problem& p) {
-  std::vector<float> zeros(std::max(p.value_dim, p.weights_cols), 0.0f);
+  std::vector<float> zeros(std::max(p.value_dim, p.weights.present() ? p.weights_cols : 0), 0.0f);
   for (int64_t b = 0; b < p.batch; ++b) {
     const core::Sequence& s = p.sequences[b];
     for (int64_t h = 0; h < p.heads_q; ++h)
@@ -191,36 +224,28 @@ void with_tiles(const WorkItem& w, const Fn& fn) {
 
 }  // namespace
 
-void Forward(const Problem& problem) {
-  const int threads = core::resolve_threads(problem.num_threads);
+void Forward(const Problem& p) {
+  const int threads = core::resolve_threads(p.num_threads);
   const core::TileShape tile{kMaxRowVecs * lanes(), kKeysPerTile};
 
-  // The weights pass needs every row's lse; keep it internally when the caller did not ask.
-  Problem p = problem;
-  std::vector<float> lse_buffer;
-  if (p.weights.present() && !p.lse.present()) {
-    int64_t rows = 0;
-    for (const core::Sequence& s : p.sequences) rows = std::max(rows, s.q_start + s.q_rows);
-    lse_buffer.resize(p.batch * p.heads_q * rows);
-    p.lse = {lse_buffer.data(), DType::kF32, {p.heads_q * rows, rows, 1, 0}};
-  }
-
-  zero_inactive_rows(p);
+  // Everything sized by the problem is allocated before the first output is written.
+  RowStats stats(p);
   const core::WorkPlan plan = core::plan_work(p, tile, threads);
   std::vector<float> partial_buffer(plan.partial_slots * tile.rows * (p.value_dim + 2));
   const PartialStates partials{partial_buffer.data(), tile.rows, p.value_dim};
+  zero_inactive_rows(p);
   core::parallel_for(static_cast<int64_t>(plan.items.size()), threads, [&](int64_t i) {
     const WorkItem& w = plan.items[i];
-    with_tiles(w, [&](auto tiles) { run_item<decltype(tiles)>(p, w, partials); });
+    with_tiles(w, [&](auto tiles) { run_item<decltype(tiles)>(p, w, partials, stats); });
   });
   core::parallel_for(static_cast<int64_t>(plan.merges.size()), threads,
-                     [&](int64_t i) { merge_splits(p, plan.merges[i], partials); });
+                     [&](int64_t i) { merge_splits(p, plan.merges[i], partials, stats); });
 
   if (p.weights.present()) {
     const core::WorkPlan rows_only = core::plan_work(p, tile, 1);
     core::parallel_for(static_cast<int64_t>(rows_only.items.size()), threads, [&](int64_t i) {
       const WorkItem& w = rows_only.items[i];
-      with_tiles(w, [&](auto tiles) { weights_item<decltype(tiles)>(p, w); });
+      with_tiles(w, [&](auto tiles) { weights_item<decltype(tiles)>(p, w, stats); });
     });
   }
 }

@@ -83,9 +83,9 @@ struct RowLanes {
       pv_tile<kRowVecs, false>(s.acc, s.br, s.alpha, s.scores, v.data, v.ld, nk, Dv);
   }
 
-  // Weights output: p = e^(s - lse) with each row's lse in s.alpha (0 where lse = -inf).
+  // Weights output: p = e^(s - m)·(1/l) with each row's m in s.alpha and 1/l in s.l (0: none).
   static void normalized_probabilities(ItemState& s, int64_t nk) {
-    normalized_probabilities_tile<kRowVecs>(s.scores, s.br, nk, s.alpha);
+    normalized_probabilities_tile<kRowVecs>(s.scores, s.br, nk, s.alpha, s.l);
   }
   static void score_row(const ItemState& s, int64_t r, int64_t nk, float* out) {
     for (int64_t c = 0; c < nk; ++c) out[c] = s.scores[c * s.br + r];

@@ -82,19 +82,21 @@ HWY_INLINE void online_softmax_tile(float* HWY_RESTRICT st, int64_t br, int64_t 
   }
 }
 
-// Final probabilities for the weights output: p = e^(s - lse), and 0 where lse = -inf.
+// Final probabilities for the weights output: p = e^(s - m)·(1/l) with each row's final state,
+// and 0 where 1/l = 0 (a row that saw nothing, or padding).
 template <int kRowVecs>
 HWY_INLINE void normalized_probabilities_tile(float* HWY_RESTRICT st, int64_t br, int64_t nk,
-                                              const float* HWY_RESTRICT lse) {
+                                              const float* HWY_RESTRICT m,
+                                              const float* HWY_RESTRICT inv_l) {
   const hn::ScalableTag<float> df;
   const size_t N = hn::Lanes(df);
-  const auto neg_inf = hn::Set(df, -__builtin_inff());
   for (int r = 0; r < kRowVecs; ++r) {
-    const auto row_lse = hn::Load(df, lse + r * N);
-    const auto empty = hn::Eq(row_lse, neg_inf);
+    const auto row_m = hn::Load(df, m + r * N), row_inv_l = hn::Load(df, inv_l + r * N);
+    const auto empty = hn::Eq(row_inv_l, hn::Zero(df));
     for (int64_t k = 0; k < nk; ++k) {
       float* p = st + k * br + r * N;
-      hn::Store(hn::IfThenZeroElse(empty, VectorExp(df, hn::Sub(hn::Load(df, p), row_lse))), df, p);
+      const auto e = VectorExp(df, hn::Sub(hn::Load(df, p), row_m));
+      hn::Store(hn::IfThenZeroElse(empty, hn::Mul(e, row_inv_l)), df, p);
     }
   }
 }

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <string>
 
+#include "core/out_of_memory.h"
+#include "core/validate.h"
 #include "xattn/error.h"
 
 namespace xattn::nn {
@@ -20,23 +22,33 @@ KVCache::KVCache(int64_t batch, int64_t num_heads, int64_t head_dim, int64_t cap
 
 void KVCache::reserve(int64_t capacity) {
   if (capacity <= capacity_) return;
-  const int64_t width = heads_ * head_dim_;
-  if (capacity > INT64_MAX / 4 / batch_ / width)
+  if (heads_ > INT64_MAX / 4 / head_dim_ || heads_ * head_dim_ > INT64_MAX / 4 / batch_ ||
+      capacity > INT64_MAX / 4 / batch_ / (heads_ * head_dim_))
     throw Error("KVCache: a capacity of " + std::to_string(capacity) + " positions overflows");
-  // Re-lay every sequence at the new row pitch; positions past length_ need no copy.
-  for (std::vector<float>* buffer : {&k_, &v_}) {
-    std::vector<float> grown(static_cast<size_t>(batch_ * capacity * width));
+  const int64_t width = heads_ * head_dim_;
+  // K and V, and while they grow the old copy of one of them.
+  core::check_memory("KVCache", 3 * batch_ * capacity, width * static_cast<int64_t>(sizeof(float)));
+  // Re-lay every sequence at the new row pitch; positions past length_ need no copy. Both grown
+  // buffers exist before either replaces its old one, so a failure leaves the cache as it was.
+  std::vector<float> grown[2];
+  core::translate_allocation_failure("KVCache", [&] {
+    for (std::vector<float>& g : grown) g.resize(static_cast<size_t>(batch_ * capacity * width));
+  });
+  const std::vector<float>* old[2] = {&k_, &v_};
+  for (int i = 0; i < 2; ++i)
     for (int64_t n = 0; n < batch_; ++n)
-      std::copy_n(buffer->data() + n * capacity_ * width, length_ * width,
-                  grown.data() + n * capacity * width);
-    buffer->swap(grown);
-  }
+      std::copy_n(old[i]->data() + n * capacity_ * width, length_ * width,
+                  grown[i].data() + n * capacity * width);
+  k_.swap(grown[0]);
+  v_.swap(grown[1]);
   capacity_ = capacity;
 }
 
 void KVCache::append(const float* new_k, const float* new_v, int64_t steps) {
   if (steps < 0) throw Error("KVCache::append: steps must be >= 0, got " + std::to_string(steps));
   if (batch_ == 0) throw Error("KVCache::append: the cache was default-constructed");
+  if (steps > INT64_MAX / 4 - length_)
+    throw Error("KVCache::append: " + std::to_string(steps) + " more positions overflow");
   if (length_ + steps > capacity_) reserve(std::max(length_ + steps, 2 * capacity_));
   const int64_t width = heads_ * head_dim_;
   for (int64_t n = 0; n < batch_; ++n) {

@@ -5,6 +5,8 @@
 #include <string>
 
 #include "core/convert.h"
+#include "core/out_of_memory.h"
+#include "core/validate.h"
 #include "nn/shapes.h"
 #include "xattn/error.h"
 
@@ -75,7 +77,9 @@ bool tail_lengths(const Mask3& pad, int64_t batch, int64_t kv_len, std::vector<i
 TensorView allowed_copy(const Mask3& m, std::vector<uint8_t>& storage) {
   const TensorView& v = m.view;
   const int64_t A = v.size(0), R = v.size(1), C = v.size(2);
-  storage.resize(static_cast<size_t>(A * R * C));
+  core::check_memory("attn_mask", A * R, C);  // (A·R·C: the attention's own score count)
+  core::translate_allocation_failure("attn_mask",
+                                     [&] { storage.resize(static_cast<size_t>(A * R * C)); });
   for (int64_t a = 0; a < A; ++a)
     for (int64_t r = 0; r < R; ++r)
       for (int64_t c = 0; c < C; ++c) storage[(a * R + r) * C + c] = m.at(a, r, c) == 0.0f;

@@ -6,13 +6,15 @@
 #include <string>
 
 #include "core/convert.h"
+#include "core/out_of_memory.h"
+#include "core/validate.h"
 #include "xattn/error.h"
 
 namespace xattn::nn {
 
 int64_t leading_count(const TensorView& x) {
   int64_t n = 1;
-  for (int d = 0; d + 1 < x.rank(); ++d) n *= x.size(d);
+  for (int d = 0; d + 1 < x.rank(); ++d) n *= x.size(d);  // as_rows checked the product
   return n;
 }
 
@@ -46,15 +48,22 @@ RowsView as_rows(const TensorView& x, std::string_view arg, std::vector<float>& 
     throw Error(name + ": rank must be 1 to " + std::to_string(kMaxRank) + ", got " +
                 std::to_string(x.rank()));
   if (x.dtype == DType::kBool) throw Error(name + ": must be float32, float16 or bfloat16, got bool");
-  for (int d = 0; d < x.rank(); ++d)
+  int64_t numel = 1;
+  for (int d = 0; d < x.rank(); ++d) {
     if (x.size(d) < 0) throw Error(name + ": dim " + std::to_string(d) + " is negative");
+    // Zero strides let a view claim more elements than memory holds: its size must still fit.
+    if (__builtin_mul_overflow(numel, x.size(d), &numel) || numel > (int64_t{1} << 62))
+      throw Error(name + ": sizes overflow 64-bit index arithmetic");
+  }
   const int64_t width = x.size(x.rank() - 1), rows = leading_count(x);
   const int64_t ld = uniform_row_stride(x, width);
   if (x.dtype == DType::kF32 && (width <= 1 || x.stride(x.rank() - 1) == 1) && ld >= width)
     return {static_cast<const float*>(x.data), rows, width, ld};
 
   // Gather in row-major order of the (padded to rank 4) index space.
-  scratch.resize(static_cast<size_t>(rows * width));
+  core::check_memory(name.c_str(), numel, sizeof(float));
+  core::translate_allocation_failure(name.c_str(),
+                                     [&] { scratch.resize(static_cast<size_t>(numel)); });
   std::array<int64_t, kMaxRank> shape{1, 1, 1, 1}, stride{0, 0, 0, 0};
   const int pad = kMaxRank - x.rank();
   for (int d = 0; d < x.rank(); ++d) {

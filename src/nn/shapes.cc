@@ -13,6 +13,7 @@ std::string shape_string(std::span<const int64_t> shape) {
 }
 
 std::string shape_string(const TensorView& x) {
+  if (x.rank() < 0 || x.rank() > kMaxRank) return "of rank " + std::to_string(x.rank());
   return shape_string(std::span<const int64_t>(x.layout.shape.data(), x.rank()));
 }
 

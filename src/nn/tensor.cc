@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "core/out_of_memory.h"
+#include "core/validate.h"
 #include "xattn/error.h"
 
 namespace xattn::nn {
@@ -38,8 +40,11 @@ Layout layout_of(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-Tensor::Tensor(std::vector<int64_t> shape)
-    : shape_(std::move(shape)), data_(static_cast<size_t>(checked_numel(shape_)), 0.0f) {}
+Tensor::Tensor(std::vector<int64_t> shape) : shape_(std::move(shape)) {
+  const int64_t n = checked_numel(shape_);
+  core::check_memory("Tensor", n, sizeof(float));
+  core::translate_allocation_failure("Tensor", [&] { data_.assign(static_cast<size_t>(n), 0.0f); });
+}
 
 TensorView Tensor::view() const { return {data_.data(), DType::kF32, layout_of(shape_)}; }
 MutableTensorView Tensor::view() { return {data_.data(), DType::kF32, layout_of(shape_)}; }

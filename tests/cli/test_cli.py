@@ -158,6 +158,17 @@ def test_threads_option(run, save, tmp_path):
         assert_close_f32(np.load(out), reference(q, k, v)[0], v)
 
 
+@pytest.mark.parametrize("b,lk", [(0, 7), (2, 0)])
+def test_empty_batch_or_no_keys(run, save, tmp_path, b, lk):
+    """Zero counts are empty problems, as in the library: empty files, or with no keys out = 0
+    and lse = -inf."""
+    q, k, v = inputs(b=b, lk=lk)
+    out, lse, w = tmp_path / "out.npy", tmp_path / "lse.npy", tmp_path / "w.npy"
+    run("run", *file_args(save, q, k, v), "-o", out, "--lse", lse, "--weights", w, check_rc=0)
+    assert np.load(out).shape == (b, 3, 5, 8) and np.load(w).shape == (b, 3, 5, lk)
+    assert (np.load(out) == 0).all() and (np.load(lse) == -np.inf).all()
+
+
 def test_output_replaces_existing_file(run, save, tmp_path):
     q, k, v = inputs()
     out = tmp_path / "out.npy"
@@ -244,7 +255,7 @@ def test_bad_window(run, good_files, guarded_outputs, value):
 @pytest.mark.parametrize("option,value", [("--kv-lens", "3,x"), ("--kv-lens", "3"),
                                           ("--kv-lens", "9,9"), ("--scale", "abc"),
                                           ("--scale", "nan"), ("--threads", "-1"),
-                                          ("--threads", "lots")])
+                                          ("--threads", "lots"), ("--threads", "5000")])
 def test_bad_values(run, good_files, guarded_outputs, option, value):
     proc = run("run", *sum(([f"--{n}", p] for n, p in good_files.items()), []),
                f"{option}={value}", *guarded_outputs)

@@ -79,10 +79,12 @@ TEST(BadInput, WrongRank) {
   c.expect_error({"q: expected shape [B, Hq, Lq, D] of rank 4, got shape [8, 5, 16]"});
 }
 
-TEST(BadInput, ZeroSize) {
+// Zero counts (B, H, Lq, Lk) are valid, empty problems (edge_cases_test.cc); a zero feature
+// width is not: it has no default scale 1/√D and no use.
+TEST(BadInput, ZeroHeadDim) {
   Call c;
-  c.qv.layout.shape[2] = 0;
-  c.expect_error({"q: dim 2 (Lq) must be positive, got 0"});
+  c.qv.layout.shape[3] = 0;
+  c.expect_error({"q: dim 3 (D) must be positive, got 0"});
 }
 
 TEST(BadInput, NegativeSize) {

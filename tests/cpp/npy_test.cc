@@ -181,6 +181,23 @@ TEST_F(NpyTest, ScalarAndEmptyArrays) {
   EXPECT_TRUE(e.view().present());
 }
 
+TEST_F(NpyTest, EmptyArrayWithHugeOtherDims) {
+  // A zero dim makes the byte count 0 however large the other dims are, so the file is valid;
+  // view()'s strides must not overflow (found by fuzz/npy_fuzz under UBSan).
+  for (const char* order : {"False", "True"}) {
+    const std::string p = write_raw(
+        "huge_empty.npy", npy_image(std::string("{'descr': '<f4', 'fortran_order': ") + order +
+                                        ", 'shape': (2, 0, 99999999999, 99999999999), }",
+                                    ""));
+    const NpyArray a = read_npy(p);
+    EXPECT_EQ(a.numel(), 0);
+    const TensorView v = a.view();
+    EXPECT_TRUE(v.present());
+    ASSERT_EQ(v.rank(), 4);
+    EXPECT_EQ(v.size(3), 99999999999);
+  }
+}
+
 TEST_F(NpyTest, FortranOrderGivesReversedStridesWithoutCopy) {
   // a[i, j] = 10 i + j for shape (2, 3), stored column by column.
   const std::vector<float> column_major = {0, 10, 1, 11, 2, 12};

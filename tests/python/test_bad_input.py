@@ -58,7 +58,7 @@ def test_wrong_types_raise_type_error(args, kwargs, name):
     ((Q, K, t(2, 2, 4, 6)), {}, "v"),  # Lk differs
     ((Q, t(3, 2, 5, 8), V), {}, "k"),  # B differs
     ((t(2, 3, 3, 8), K, V), {}, "q"),  # Hq not a multiple of Hkv
-    ((t(2, 4, 0, 8), K, V), {}, "q"),  # zero-size
+    ((t(2, 4, 3, 0), t(2, 2, 5, 0), V), {}, "q"),  # D = 0 (zero counts: test_edge_cases.py)
     ((Q, K, V), {"mask": t(3, 4, dtype=torch.bool)}, "mask"),  # does not broadcast
     ((Q, K, V), {"mask": t(2, 4, 3, 5, 1)}, "mask"),
     ((Q, K, V), {"align": "center"}, "align"),

@@ -24,7 +24,8 @@ class KVCache {
   int64_t capacity() const { return capacity_; }
 
   // Appends `steps` positions to every sequence: new_k and new_v hold [batch][steps][width]
-  // (width = num_heads · head_dim, rows adjacent). Throws xattn::Error for a negative count.
+  // (width = num_heads · head_dim, rows adjacent). Throws xattn::Error for a negative count, or
+  // when the grown cache would not fit in memory (the cache is then left as it was).
   void append(const float* new_k, const float* new_v, int64_t steps);
   void clear() { length_ = 0; }
 

@@ -13,7 +13,8 @@ namespace xattn::nn {
 class Tensor {
  public:
   Tensor() = default;
-  // Zero-filled. Throws xattn::Error for a negative size or one whose element count overflows.
+  // Zero-filled. Throws xattn::Error for a negative size, one whose element count overflows, or
+  // one larger than the machine's memory (or whose allocation fails).
   explicit Tensor(std::vector<int64_t> shape);
   Tensor(std::initializer_list<int64_t> shape) : Tensor(std::vector<int64_t>(shape)) {}
 

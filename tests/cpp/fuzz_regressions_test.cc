@@ -1,0 +1,54 @@
+// Inputs the fuzzers (fuzz/, scripts/fuzz) found mishandled, reduced to one test each. Some only
+// failed under the sanitizers (undefined behaviour that happened to give the right answer).
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "xattn/xattn.h"
+
+namespace xattn {
+namespace {
+
+// attention_fuzz: a dense backward with no query rows (Lq = 0) and a float mask with its
+// gradient. The mask [B, Hq, 0, Lk] broadcasts to the forward's [B, Hq, Lq, Lk], but the
+// gradient's broadcast used a target of at least 1 row (right only for packed batches) and
+// refused it.
+TEST(FuzzRegressions, BackwardWithoutQueryRowsTakesTheMaskGradient) {
+  const int64_t B = 1, H = 1, Lq = 0, Lk = 3, D = 2;
+  float none = 0;  // empty views still need data
+  std::vector<float> k(B * H * Lk * D, 0.5f), v(B * H * Lk * D, 1.0f), mask(B * H * Lk, 0.25f);
+  std::vector<float> dk(k.size(), 7.0f), dv(v.size(), 7.0f), dmask(mask.size(), 7.0f);
+  const TensorView q = view(&none, {B, H, Lq, D}), out = view(&none, {B, H, Lq, D});
+  const TensorView lse = view(&none, {B, H, Lq}), dout = view(&none, {B, H, Lq, D});
+  AttentionParams params;
+  params.mask = view(mask.data(), {B, H, Lq, Lk});
+  AttentionGradients grads{view(&none, {B, H, Lq, D}), view(dk.data(), {B, H, Lk, D}),
+                           view(dv.data(), {B, H, Lk, D}), view(dmask.data(), {B, H, Lq, Lk})};
+  EXPECT_NO_THROW(attention_backward(q, view(k.data(), {B, H, Lk, D}), view(v.data(), {B, H, Lk, D}),
+                                     out, lse, dout, params, grads));
+  for (float x : dk) EXPECT_EQ(x, 0.0f);  // keys no row sees
+  for (float x : dv) EXPECT_EQ(x, 0.0f);
+}
+
+// attention_fuzz: a stride of INT64_MIN, whose magnitude check_view negated (signed overflow,
+// caught by UBSan). On a dim longer than 1 it is refused; on a dim of size 1 it is never used.
+TEST(FuzzRegressions, StrideOfInt64MinIsRefusedOnlyWhereItIsUsed) {
+  const int64_t L = 4, D = 8;
+  std::vector<float> q(L * D, 0.5f), k(L * D, 0.25f), v(L * D, 1.0f), out(L * D, 42.0f);
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  const TensorView kv = view(k.data(), {1, 1, L, D}), vv = view(v.data(), {1, 1, L, D});
+  TensorView qv = view(q.data(), {1, 1, L, D});
+  qv.layout.strides[2] = kMin;  // L = 4 rows
+  EXPECT_THROW(attention(qv, kv, vv, {}, {view(out.data(), {1, 1, L, D})}), Error);
+  for (float x : out) ASSERT_EQ(x, 42.0f);
+  qv = view(q.data(), {1, 1, L, D});
+  qv.layout.strides[0] = kMin;  // B = 1: never multiplied by a non-zero index
+  EXPECT_NO_THROW(attention(qv, kv, vv, {}, {view(out.data(), {1, 1, L, D})}));
+  EXPECT_FLOAT_EQ(out[0], 1.0f);
+}
+
+}  // namespace
+}  // namespace xattn
