@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,10 +16,18 @@
 #include <optional>
 #include <string_view>
 
+#include "io/file_io.h"
 #include "xattn/error.h"
 
 namespace xattn {
 namespace {
+
+using io::errno_text;
+using io::fail;
+using io::Fd;
+using io::read_fully;
+using io::write_atomically;
+using io::write_fully;
 
 constexpr std::string_view kMagic = "\x93NUMPY";
 // Prefix = magic + 2 version bytes + header length (2 bytes in v1, 4 in v2/v3).
@@ -28,10 +35,6 @@ constexpr size_t kVersionEnd = 8;
 // numpy itself refuses headers above 10 kB unless told otherwise; a dict of three keys with at
 // most four dims never needs more, so anything bigger is damage, not data.
 constexpr uint32_t kMaxHeaderLen = 1u << 16;
-
-[[noreturn]] void fail(const std::string& path, const std::string& problem) {
-  throw Error(path + ": " + problem);
-}
 
 std::string quoted(std::string_view s) {
   std::string out = "'";
@@ -41,49 +44,6 @@ std::string quoted(std::string_view s) {
     else out += '?';
   }
   return out + "'";
-}
-
-// Closes a POSIX file descriptor on every exit path.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { if (fd_ >= 0) ::close(fd_); }
-  int get() const { return fd_; }
-  int release() { int fd = fd_; fd_ = -1; return fd; }
-
- private:
-  int fd_;
-};
-
-// Reads exactly n bytes unless the file ends first; returns how many were read.
-size_t read_fully(int fd, void* dst, size_t n, const std::string& path) {
-  auto* p = static_cast<char*>(dst);
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::read(fd, p + done, n - done);
-    if (r == 0) break;
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      fail(path, std::string("read error: ") + std::strerror(errno));
-    }
-    done += static_cast<size_t>(r);
-  }
-  return done;
-}
-
-void write_fully(int fd, const void* src, size_t n, const std::string& path) {
-  const auto* p = static_cast<const char*>(src);
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t w = ::write(fd, p + done, n - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(path, std::string("cannot write: ") + std::strerror(errno));
-    }
-    done += static_cast<size_t>(w);
-  }
 }
 
 // --- header dict parsing ------------------------------------------------------------------------
@@ -258,7 +218,6 @@ std::optional<int64_t> byte_count(std::span<const int64_t> shape, int64_t itemsi
   return n;
 }
 
-std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace
 
@@ -391,21 +350,10 @@ void write_npy(const std::string& path, DType dtype, std::span<const int64_t> sh
   file += static_cast<char>(header.size() >> 8);
   file += header;
 
-  // A unique name in the target's directory, so the final rename is atomic (same file system).
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
-                          std::to_string(counter.fetch_add(1));
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
-  if (fd.get() < 0) fail(path, "cannot write: " + errno_text());
-  try {
-    write_fully(fd.get(), file.data(), file.size(), path);
-    write_fully(fd.get(), data, static_cast<size_t>(*nbytes), path);
-    if (::close(fd.release()) != 0) fail(path, "cannot write: " + errno_text());
-    if (::rename(tmp.c_str(), path.c_str()) != 0) fail(path, "cannot write: " + errno_text());
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
+  write_atomically(path, [&](int fd) {
+    write_fully(fd, file.data(), file.size(), path);
+    write_fully(fd, data, static_cast<size_t>(*nbytes), path);
+  });
 }
 
 }  // namespace xattn

@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstdio>
@@ -27,10 +26,17 @@
 #include <tuple>
 #include <utility>
 
+#include "io/file_io.h"
 #include "xattn/error.h"
 
 namespace xattn {
 namespace {
+
+using io::errno_text;
+using io::fail;
+using io::Fd;
+using io::write_atomically;
+using io::write_fully;
 
 static_assert(std::endian::native == std::endian::little,
               "safetensors data is little-endian; a big-endian host would need byte swapping");
@@ -46,11 +52,6 @@ constexpr std::string_view kMetadataKey = "__metadata__";
 // Names and parser messages are cut to this many bytes in error messages.
 constexpr size_t kMaxQuoted = 80;
 
-[[noreturn]] void fail(const std::string& path, const std::string& problem) {
-  throw Error(path + ": " + problem);
-}
-
-std::string errno_text() { return std::strerror(errno); }
 
 // Keeps messages one line: control characters become '?', and long text is cut at a UTF-8
 // character boundary (the text itself is UTF-8: JSON strings are validated by the parser).
@@ -89,20 +90,6 @@ std::string shape_string(std::span<const int64_t> shape) {
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
-
-// Closes a POSIX file descriptor on every exit path.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { if (fd_ >= 0) ::close(fd_); }
-  int get() const { return fd_; }
-  int release() { int fd = fd_; fd_ = -1; return fd; }
-
- private:
-  int fd_;
-};
 
 // --- dtypes -------------------------------------------------------------------------------------
 
@@ -278,19 +265,6 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
 }
 
 // --- writing ------------------------------------------------------------------------------------
-
-void write_fully(int fd, const void* src, size_t n, const std::string& path) {
-  const auto* p = static_cast<const char*>(src);
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t w = ::write(fd, p + done, n - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(path, "cannot write: " + errno_text());
-    }
-    done += static_cast<size_t>(w);
-  }
-}
 
 // Buffers small pieces (the elements of strided tensors) into large write() calls.
 class Sink {
@@ -596,23 +570,13 @@ void write_safetensors(const std::string& path, std::span<const NamedTensor> ten
   std::array<unsigned char, kLengthBytes> length{};
   for (size_t i = 0; i < kLengthBytes; ++i) length[i] = static_cast<unsigned char>(uint64_t{text.size()} >> (8 * i));
 
-  // A unique name in the target's directory, so the final rename is atomic (same file system).
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
-  if (fd.get() < 0) fail(path, "cannot write: " + errno_text());
-  try {
-    Sink sink(fd.get(), path);
+  write_atomically(path, [&](int fd) {
+    Sink sink(fd, path);
     sink.put(length.data(), length.size());
     sink.put(text.data(), text.size());
     for (size_t i : order) put_row_major(sink, tensors[i].tensor);
     sink.flush();
-    if (::close(fd.release()) != 0) fail(path, "cannot write: " + errno_text());
-    if (::rename(tmp.c_str(), path.c_str()) != 0) fail(path, "cannot write: " + errno_text());
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
+  });
 }
 
 }  // namespace xattn
