@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir_test.h"
 #include "xattn/error.h"
 #include "xattn/half.h"
 
@@ -68,39 +69,7 @@ std::string f32_bytes(const std::vector<float>& v) {
   return s;
 }
 
-class NpyTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("xattn_npy_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::string write_raw(const std::string& name, const std::string& bytes) const {
-    const std::string p = path(name);
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-
-  static std::string slurp(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
-
-  // Files in the test directory, to show that a failed write leaves no temporary behind.
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
-    return names;
-  }
-
-  fs::path dir_;
-};
+using NpyTest = xattn::test_files::TempDirTest;
 
 TEST_F(NpyTest, RoundTripF32) {
   std::vector<float> data(2 * 3 * 4);

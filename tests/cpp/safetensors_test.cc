@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir_test.h"
 #include "xattn/error.h"
 #include "xattn/half.h"
 
@@ -105,36 +106,8 @@ std::string record(const std::string& name, const std::string& dtype, const std:
          ",\"data_offsets\":" + offsets + "}";
 }
 
-class SafetensorsTest : public ::testing::Test {
+class SafetensorsTest : public xattn::test_files::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("xattn_safetensors_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::string write_raw(const std::string& name, const std::string& bytes) const {
-    const std::string p = path(name);
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-
-  static std::string slurp(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
-
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
-    return names;
-  }
-
   // Writes a file whose header is `header` (plus padding) and whose data buffer is `data`, and
   // checks that opening it throws an Error naming the file and containing `parts`.
   ::testing::AssertionResult open_fails(const std::string& header, const std::string& data,
@@ -156,7 +129,6 @@ class SafetensorsTest : public ::testing::Test {
     return ::testing::AssertionFailure() << "opened without error: " << header;
   }
 
-  fs::path dir_;
 };
 
 // --- round trips ----------------------------------------------------------------------------------
