@@ -9,6 +9,7 @@
 
 #include "bench_command.h"
 #include "info_command.h"
+#include "model_command.h"
 #include "run_command.h"
 #include "xattn/error.h"
 #include "xattn/runtime.h"
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
     CLI::App* info = xattn::cli::add_info_command(app);
     xattn::cli::BenchOptions bench_options;
     CLI::App* bench = xattn::cli::add_bench_command(app, bench_options);
+    xattn::cli::ModelOptions model_options;
+    CLI::App* model = xattn::cli::add_model_command(app, model_options);
 
     try {
       app.parse(argc, argv);
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
     if (run->parsed()) xattn::cli::run_command(run_options);
     if (info->parsed()) xattn::cli::info_command(std::cout);
     if (bench->parsed()) xattn::cli::bench_command(bench_options, std::cout);
+    if (model->parsed()) xattn::cli::model_command(model_options, std::cout);
     std::cout.flush();
     if (!std::cout) return fail(kInternalError, "cannot write to standard output");
     return 0;

@@ -25,4 +25,9 @@ bool bf16_dot_products();
 // Threads a call with num_threads = 0 uses.
 int default_num_threads();
 
+// Sets the threads of later calls with num_threads = 0, and of the layers' and models' matrix
+// products (OpenBLAS), for this thread of the caller (OpenMP's rule). Throws xattn::Error for n
+// outside [1, 4096].
+void set_default_num_threads(int n);
+
 }  // namespace xattn

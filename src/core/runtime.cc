@@ -1,8 +1,12 @@
 #include "xattn/runtime.h"
 
+#include <cblas.h>
 #include <omp.h>
 
+#include <string>
+
 #include "hwy/targets.h"
+#include "core/validate.h"
 #include "kernels/forward.h"
 #include "xattn/error.h"
 
@@ -38,5 +42,13 @@ void force_simd_target(const std::string& name) {
 }
 
 int default_num_threads() { return omp_get_max_threads(); }
+
+void set_default_num_threads(int n) {
+  if (n < 1 || n > core::kMaxThreads)
+    throw Error("num_threads: must be in [1, " + std::to_string(core::kMaxThreads) + "], got " +
+                std::to_string(n));
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
 
 }  // namespace xattn
