@@ -95,7 +95,12 @@ CrossAttentionBlock::CrossAttentionBlock(int64_t q_dim, int64_t kv_dim, int64_t 
 void CrossAttentionBlock::load(const Parameters& p) {
   load_norm(norm_q_, p.under("norm_q."));
   load_norm(norm_kv_, p.under("norm_kv."));
-  attn_.load_state_dict(p.under("attn.").lookup());
+  const Parameters attn = p.under("attn.");
+  try {
+    attn_.load_state_dict(attn.lookup());
+  } catch (const Error& e) {  // its messages name the tensors without our prefix
+    throw Error(attn.scope() + ": " + e.what());
+  }
   load_norm(norm2_, p.under("norm2."));
   mlp_.load(p.under("mlp."));
 }

@@ -46,7 +46,13 @@ Tensor::Tensor(std::vector<int64_t> shape) : shape_(std::move(shape)) {
   core::translate_allocation_failure("Tensor", [&] { data_.assign(static_cast<size_t>(n), 0.0f); });
 }
 
-TensorView Tensor::view() const { return {data_.data(), DType::kF32, layout_of(shape_)}; }
-MutableTensorView Tensor::view() { return {data_.data(), DType::kF32, layout_of(shape_)}; }
+float* Tensor::data() {
+  static float no_elements = 0.0f;  // never written through: the tensor has no elements
+  return data_.empty() ? &no_elements : data_.data();
+}
+const float* Tensor::data() const { return const_cast<Tensor*>(this)->data(); }
+
+TensorView Tensor::view() const { return {data(), DType::kF32, layout_of(shape_)}; }
+MutableTensorView Tensor::view() { return {data(), DType::kF32, layout_of(shape_)}; }
 
 }  // namespace xattn::nn

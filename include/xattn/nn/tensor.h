@@ -24,8 +24,10 @@ class Tensor {
   int64_t numel() const { return static_cast<int64_t>(data_.size()); }
   bool empty() const { return shape_.empty(); }
 
-  float* data() { return data_.data(); }
-  const float* data() const { return data_.data(); }
+  // Never null, even without elements: a view with null data means "absent", and an empty
+  // sequence (no keys, say) is present.
+  float* data();
+  const float* data() const;
 
   // Views for the attention API (rank <= kMaxRank).
   TensorView view() const;

@@ -1,0 +1,198 @@
+"""The C++ models (xattn::models, run through `xattn model`) against their Python twins
+(xattn.models) on the same checkpoint, and the command's handling of bad checkpoints and
+inputs. The binary is the one built beside the imported module (build/xattn for build/python)."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import xattn
+import xattn.models as M
+
+BIN = Path(xattn.__file__).resolve().parents[2] / "xattn"
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def binary():
+    if not BIN.is_file():
+        pytest.fail(f"xattn binary not found at {BIN}")
+
+
+def perturbed(module, seed):
+    """The module with every parameter moved off its initial value (LayerNorms away from 1/0,
+    zero biases and embeddings made random), so that a parameter loaded wrong shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return module.eval()
+
+
+def run_cpp(tmp_path, module, inputs, outputs, extra=()):
+    """Saves the module, runs `xattn model` on the inputs; returns {output name: array}."""
+    ckpt = tmp_path / "model.safetensors"
+    M.save_checkpoint(module, ckpt)
+    args = [str(BIN), "model", str(ckpt)]
+    for name, x in inputs.items():
+        np.save(tmp_path / f"{name}.npy", x.numpy())
+        args += ["--in", f"{name}={tmp_path / name}.npy"]
+    for name in outputs:
+        args += ["-o", f"{name}={tmp_path / 'out'}_{name}.npy"]
+    proc = subprocess.run(args + list(extra), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {name: np.load(f"{tmp_path / 'out'}_{name}.npy") for name in outputs}
+
+
+def assert_close(got, want):
+    want = want.detach().numpy()
+    assert got.shape == want.shape
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err <= TOL, err
+
+
+@pytest.mark.parametrize("seed,dim,heads,tokens,bias", [(0, 48, 6, 17, True), (1, 32, 1, 5, False),
+                                                        (2, 64, 4, 1, True)])
+def test_crossvit_cross_attention(tmp_path, seed, dim, heads, tokens, bias):
+    torch.manual_seed(seed)
+    m = perturbed(M.CrossViTCrossAttention(dim, heads, qkv_bias=bias), seed)
+    x = torch.randn(3, tokens, dim)
+    with torch.no_grad():
+        assert_close(run_cpp(tmp_path, m, {"x": x}, ["out"])["out"], m(x))
+
+
+@pytest.mark.parametrize("scheme", M.crossvit.SCHEMES)
+def test_crossvit_fusion(tmp_path, scheme):
+    torch.manual_seed(3)
+    f = perturbed(M.CrossViTFusion((32, 48), (2, 3), scheme), 3)
+    x0, x1 = torch.randn(2, 1 + 36, 32), torch.randn(2, 1 + 16, 48)
+    with torch.no_grad():
+        z = f([x0, x1])
+    out = run_cpp(tmp_path, f, {"x0": x0, "x1": x1}, ["z0", "z1"])
+    assert_close(out["z0"], z[0])
+    assert_close(out["z1"], z[1])
+
+
+@pytest.mark.parametrize("scheme", M.crossvit.SCHEMES)
+@pytest.mark.parametrize("image", [32, 30])  # 30: both branches resize (bicubic)
+def test_crossvit(tmp_path, scheme, image):
+    torch.manual_seed(4)
+    c = perturbed(M.CrossViT(img_size=(36, 32), patch_size=(6, 8), in_chans=2, num_classes=5,
+                             embed_dim=(32, 48), depth=((1, 2), (0, 1)), num_heads=(2, 3),
+                             mlp_ratio=(2.0, 3.0), fusion=scheme), 4)
+    images = torch.randn(2, 2, image, image)
+    with torch.no_grad():
+        assert_close(run_cpp(tmp_path, c, {"images": images}, ["logits"])["logits"], c(images))
+
+
+@pytest.mark.parametrize("lens", [None, [50, 100, 0]])
+@pytest.mark.parametrize("layers,query_dim,output_dim", [(2, 24, 3), (0, None, None)])
+def test_perceiver_io(tmp_path, lens, layers, query_dim, output_dim):
+    torch.manual_seed(5)
+    p = perturbed(M.PerceiverIO(8, 16, 32, num_cross_heads=2, num_latent_heads=4,
+                                num_self_layers=layers, query_dim=query_dim,
+                                output_dim=output_dim), 5)
+    inputs, queries = torch.randn(3, 100, 8), torch.randn(3, 7, p.query_dim)
+    extra = ["--input-lens", ",".join(map(str, lens))] if lens else []
+    with torch.no_grad():
+        want = p(inputs, queries, input_lens=lens)
+    got = run_cpp(tmp_path, p, {"inputs": inputs, "queries": queries}, ["outputs"], extra)
+    assert_close(got["outputs"], want)
+
+
+# --- bad checkpoints and inputs -----------------------------------------------------------------
+
+@pytest.fixture
+def perceiver_files(tmp_path):
+    torch.manual_seed(6)
+    p = M.PerceiverIO(8, 4, 16, num_cross_heads=1, num_latent_heads=2, num_self_layers=1).eval()
+    ckpt = tmp_path / "p.safetensors"
+    M.save_checkpoint(p, ckpt)
+    np.save(tmp_path / "inputs.npy", np.random.randn(2, 10, 8).astype(np.float32))
+    np.save(tmp_path / "queries.npy", np.random.randn(2, 3, 16).astype(np.float32))
+    return p, ckpt, tmp_path
+
+
+def run_model(ckpt, d, *extra, out="out.npy"):
+    args = [str(BIN), "model", str(ckpt), "--in", f"inputs={d / 'inputs.npy'}",
+            "--in", f"queries={d / 'queries.npy'}", "-o", str(d / out), *map(str, extra)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def rewrite(ckpt, path, change):
+    """A copy of the checkpoint with its tensors (a dict) and metadata passed through change."""
+    tensors, meta = xattn.load_safetensors(ckpt, with_metadata=True)
+    tensors = {k: np.array(v) for k, v in tensors.items()}
+    change(tensors, meta)
+    xattn.save_safetensors(path, tensors, meta)
+    return path
+
+
+def test_describe(perceiver_files):
+    _, ckpt, _ = perceiver_files
+    proc = subprocess.run([str(BIN), "model", str(ckpt)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("PerceiverIO: ")
+    config = json.loads(proc.stdout.split("config: ")[1].splitlines()[0])
+    assert config["latent_dim"] == 16 and config["num_self_layers"] == 1
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t, m: t.pop("encoder.attn.k_proj.weight"),
+     r"encoder\.attn: state_dict: missing 'k_proj\.weight'"),
+    (lambda t, m: t.update({"encoder.attn.q_proj.bias": np.zeros(2, np.float32)}),
+     r"encoder\.attn: q_proj\.bias: expected shape \[16\], got \[2\]"),
+    (lambda t, m: t.update({"decoder.mlp.fc1.bias": np.zeros(3, np.float32)}),
+     r"decoder\.mlp\.fc1\.bias: expected shape \[64\], got \[3\]"),
+    (lambda t, m: t.update({"extra.weight": np.zeros(3, np.float32)}),
+     r"unexpected tensor 'extra\.weight'"),
+    (lambda t, m: m.update({"xattn.model": "CrossViT"}), r"expected a PerceiverIO|images"),
+    (lambda t, m: m.pop("xattn.model"), r"not an xattn model checkpoint"),
+    (lambda t, m: m.update({"xattn.config": "{\"input_dim\": 8}"}), r"missing 'num_latents'"),
+    (lambda t, m: m.update({"xattn.config": "[1"}), r"not valid JSON"),
+])
+def test_bad_checkpoint(perceiver_files, change, message):
+    _, ckpt, d = perceiver_files
+    bad = rewrite(ckpt, d / "bad.safetensors", change)
+    (d / "out.npy").write_bytes(b"keep")
+    proc = run_model(bad, d)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert re.search(message, proc.stderr), proc.stderr
+    assert (d / "out.npy").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--input-lens", "3,11"], r"input_lens\[1\] = 11 is out of range \[0, 10\]"),
+    (["--input-lens", "3"], r"input_lens: expected 2 lengths"),
+    (["--input-lens", "3,x"], r"--input-lens: expected comma-separated integers"),
+    (["--threads", "0"], r"--threads: expected an integer from 1"),
+])
+def test_bad_options(perceiver_files, extra, message):
+    _, ckpt, d = perceiver_files
+    proc = run_model(ckpt, d, *extra)
+    assert proc.returncode == 2
+    assert re.search(message, proc.stderr), proc.stderr
+    assert not (d / "out.npy").exists()
+
+
+def test_bad_inputs(perceiver_files):
+    _, ckpt, d = perceiver_files
+    np.save(d / "inputs.npy", np.zeros((2, 10, 7), np.float32))
+    proc = run_model(ckpt, d)
+    assert proc.returncode == 2 and "inputs: expected a float array [B, M, 8], got [2, 10, 7]" \
+        in proc.stderr, proc.stderr
+    np.save(d / "inputs.npy", np.zeros((2, 10, 8), np.float32))
+    np.save(d / "queries.npy", np.zeros((3, 3, 16), np.float32))
+    proc = run_model(ckpt, d)
+    assert proc.returncode == 2 and "queries: expected a float array [2, L, 16]" in proc.stderr
+    proc = subprocess.run([str(BIN), "model", str(ckpt), "--in", f"images={d / 'inputs.npy'}",
+                           "-o", str(d / "o.npy")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "'images' is not one of this model's names (inputs, queries)" \
+        in proc.stderr, proc.stderr
+    assert not (d / "out.npy").exists() and not (d / "o.npy").exists()
