@@ -224,6 +224,8 @@ class CrossViT(nn.Module):
             if img_size[d] % patch_size[d] != 0:
                 raise ValueError(f"img_size[{d}]: {img_size[d]} is not a multiple of "
                                  f"patch_size[{d}] = {patch_size[d]}")
+        if fusion not in SCHEMES:  # here: the stages would name it "scheme", or with none, accept it
+            raise ValueError(f"fusion: expected one of {', '.join(SCHEMES)}, got {fusion!r}")
         self.config = dict(img_size=list(img_size), patch_size=list(patch_size),
                            in_chans=in_chans, num_classes=num_classes,
                            embed_dim=list(embed_dim), depth=[list(s) for s in depth],

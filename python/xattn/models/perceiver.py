@@ -10,6 +10,8 @@ its keys and values are projected once, per position, and the latents attend to 
 kernel call; padded input positions reach the kernel as key lengths, so they are never read.
 """
 
+import operator
+
 import torch
 from torch import nn
 
@@ -33,8 +35,12 @@ def check_lengths(lens, arg, batch, length):
     if len(lens) != batch:
         raise ValueError(f"{arg}: expected {batch} lengths (one per batch row), got {len(lens)}")
     for b, n in enumerate(lens):
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"{arg}[{b}]: expected an int, got {type(n).__name__}")
+        if isinstance(n, bool):
+            raise TypeError(f"{arg}[{b}]: expected an int, got bool")
+        try:
+            lens[b] = n = operator.index(n)  # ints, numpy integers, 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"{arg}[{b}]: expected an int, got {type(n).__name__}") from None
         if not 0 <= n <= length:
             raise ValueError(f"{arg}[{b}] = {n} is out of range [0, {length}]")
     return lens
@@ -89,6 +95,12 @@ class PerceiverIO(nn.Module):
         in [0, M]) is row b's true length: positions from it on have no effect at all."""
         check_tokens(inputs, "inputs", self.input_dim)
         lens = check_lengths(input_lens, "input_lens", inputs.shape[0], inputs.shape[1])
+        if lens is not None and min(lens, default=inputs.shape[1]) < inputs.shape[1]:
+            # The kernel never reads the padding, but norm_kv and the projections run over it:
+            # junk there (NaN, or 1e20, whose square overflows) turns NaN, and 0 * NaN poisons
+            # the weights' gradients. Zeroed, it has no effect at all, gradients included.
+            pad = torch.arange(inputs.shape[1]) >= torch.tensor(lens).unsqueeze(1)
+            inputs = inputs.masked_fill(pad.unsqueeze(2), 0.0)
         latents = self.latents.unsqueeze(0).expand(inputs.shape[0], -1, -1)
         return self.encoder(latents, inputs, lens)
 
