@@ -4,6 +4,7 @@
 
 #include "xattn/models/crossvit.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
