@@ -48,6 +48,7 @@ Tensor::Tensor(std::vector<int64_t> shape) : shape_(std::move(shape)) {
 
 float* Tensor::data() {
   static float no_elements = 0.0f;  // never written through: the tensor has no elements
+  if (shape_.empty()) return data_.data();  // null for a default-constructed (absent) tensor
   return data_.empty() ? &no_elements : data_.data();
 }
 const float* Tensor::data() const { return const_cast<Tensor*>(this)->data(); }

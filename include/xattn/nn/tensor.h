@@ -24,8 +24,8 @@ class Tensor {
   int64_t numel() const { return static_cast<int64_t>(data_.size()); }
   bool empty() const { return shape_.empty(); }
 
-  // Never null, even without elements: a view with null data means "absent", and an empty
-  // sequence (no keys, say) is present.
+  // Null only for a default-constructed tensor, whose view is then "absent"; a tensor with a
+  // shape but no elements (an empty sequence: no keys, say) is present, with non-null data.
   float* data();
   const float* data() const;
 
