@@ -16,6 +16,11 @@ namespace xattn::models {
 namespace {
 
 TEST(Memory, PerceiverEncodeIsLinearInTheInputLength) {
+#ifdef __SANITIZE_ADDRESS__
+  // ASan keeps freed blocks resident in its quarantine, so the peak counts memory the library
+  // has already given back; the Release run measures.
+  GTEST_SKIP() << "peak memory is not meaningful under AddressSanitizer";
+#endif
   PerceiverIOConfig c;
   c.input_dim = 64;
   c.num_latents = 256;
