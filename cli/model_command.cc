@@ -16,6 +16,8 @@
 #include "run_params.h"
 #include "text_values.h"
 #include "xattn/error.h"
+#include "xattn/models/ccnet.h"
+#include "xattn/models/crossformer.h"
 #include "xattn/models/crossvit.h"
 #include "xattn/models/parameters.h"
 #include "xattn/models/perceiver_io.h"
@@ -39,6 +41,21 @@ struct Kind {
   std::function<std::vector<Tensor>(const std::string& path, const Inputs&)> run;
 };
 
+// A CrossFormer stage's token map given as x [B, H, W, dim]: run(tokens [B, H·W, dim], H, W)
+// and its result [B, H·W, dim] returned as [B, H, W, dim].
+template <typename Run>
+std::vector<Tensor> on_token_map(const TensorView& x, const Run& run) {
+  if (x.rank() != 4) throw Error("--in x: expected a 4-D [B, H, W, dim] token map");
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  Tensor map({B, H, W, C});
+  nn::copy_into(x, map, "x");
+  const TensorView tokens{map.data(), DType::kF32, Layout::contiguous({B, H * W, C})};
+  const Tensor y = run(tokens, H, W);
+  Tensor out({B, H, W, y.size(2)});
+  std::copy_n(y.data(), y.numel(), out.data());
+  return {std::move(out)};
+}
+
 const std::map<std::string, Kind>& kinds() {
   static const std::map<std::string, Kind> table = {
       {"PerceiverIO",
@@ -49,6 +66,12 @@ const std::map<std::string, Kind>& kinds() {
           const auto model = models::PerceiverIO::load(path);
           return std::vector<Tensor>{
               model.forward(in.arrays.at("inputs"), in.arrays.at("queries"), in.lens)};
+        }}},
+      {"CrissCrossAttention",
+       {{"x"}, {"y"}, "x [B, in_channels, H, W] -> y shaped alike", false,
+        [](const std::string& path, const Inputs& in) {
+          return std::vector<Tensor>{
+              models::CrissCrossAttention::load(path).forward(in.arrays.at("x"))};
         }}},
       {"CrossViT",
        {{"images"}, {"logits"}, "images [B, in_chans, H, W] -> logits [B, num_classes]", false,
@@ -76,6 +99,34 @@ const std::map<std::string, Kind>& kinds() {
           }
           models::Branches zs = model.forward(xs);
           return std::vector<Tensor>{std::move(zs[0]), std::move(zs[1])};
+        }}},
+      {"CrossFormer",
+       {{"images"}, {"logits"}, "images [B, in_chans, img_size] -> logits [B, num_classes]", false,
+        [](const std::string& path, const Inputs& in) {
+          return std::vector<Tensor>{
+              models::CrossFormer::load(path).forward(in.arrays.at("images"))};
+        }}},
+      {"CrossFormerBlock",
+       {{"x"}, {"out"}, "x [B, H, W, dim] (a token map) -> out shaped alike", false,
+        [](const std::string& path, const Inputs& in) {
+          const auto model = models::CrossFormerBlock::load(path);
+          return on_token_map(in.arrays.at("x"), [&](const TensorView& t, int64_t H, int64_t W) {
+            return model.forward(t, H, W);
+          });
+        }}},
+      {"LSDA",
+       {{"x"}, {"out"}, "x [B, H, W, dim] (a token map) -> out shaped alike", false,
+        [](const std::string& path, const Inputs& in) {
+          const auto model = models::LSDA::load(path);
+          return on_token_map(in.arrays.at("x"), [&](const TensorView& t, int64_t H, int64_t W) {
+            return model.forward(t, H, W);
+          });
+        }}},
+      {"CrossScaleEmbedding",
+       {{"x"}, {"out"}, "x [B, in_channels, H, W] -> out [B, H'·W', dim]", false,
+        [](const std::string& path, const Inputs& in) {
+          return std::vector<Tensor>{
+              models::CrossScaleEmbedding::load(path).forward(in.arrays.at("x"))};
         }}},
   };
   return table;
@@ -109,7 +160,8 @@ std::pair<std::string, std::string> named_path(const char* option, const std::st
 CLI::App* add_model_command(CLI::App& app, ModelOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "model", "Run a model checkpoint saved by xattn.models.save_checkpoint (PerceiverIO, "
-               "CrossViT, CrossViTFusion, CrossViTCrossAttention) on .npy inputs.\n"
+               "CrossViT, CrossViTFusion, CrossViTCrossAttention, CrissCrossAttention, "
+               "CrossFormer, CrossFormerBlock, LSDA, CrossScaleEmbedding) on .npy inputs.\n"
                "Without --in, describes the checkpoint: its kind, configuration, inputs and "
                "outputs.");
   cmd->add_option("checkpoint", o.checkpoint, "the .safetensors checkpoint")

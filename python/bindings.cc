@@ -90,6 +90,36 @@ void merge(const ArraySpec& out_a, const ArraySpec& lse_a, const ArraySpec& out_
   xattn::merge(oa, la, ob, lb, o, l);
 }
 
+xattn::CrissCrossParams criss_cross_params(std::optional<float> scale, int num_threads) {
+  xattn::CrissCrossParams p;
+  p.scale = scale;
+  p.num_threads = num_threads;
+  return p;
+}
+
+void criss_cross_attention(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
+                           std::optional<float> scale, int num_threads, const ArraySpec& out,
+                           const OptionalArray& lse) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
+  const xattn::AttentionOutputs o = to_outputs(out, lse, std::nullopt);
+  py::gil_scoped_release release;
+  xattn::criss_cross_attention(qv, kv, vv, criss_cross_params(scale, num_threads), o);
+}
+
+void criss_cross_attention_backward(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
+                                    const ArraySpec& out, const ArraySpec& lse,
+                                    const ArraySpec& dout, std::optional<float> scale,
+                                    int num_threads, const ArraySpec& dq, const ArraySpec& dk,
+                                    const ArraySpec& dv) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
+  const xattn::TensorView ov = to_view(out, "out"), lv = to_view(lse, "lse");
+  const xattn::TensorView dov = to_view(dout, "dout");
+  const xattn::AttentionGradients g = to_gradients(dq, dk, dv, std::nullopt);
+  py::gil_scoped_release release;
+  xattn::criss_cross_attention_backward(qv, kv, vv, ov, lv, dov,
+                                        criss_cross_params(scale, num_threads), g);
+}
+
 }  // namespace
 
 void bind_io(pybind11::module_& m);  // io_bindings.cc
@@ -132,6 +162,14 @@ PYBIND11_MODULE(_xattn, m) {
   m.def("merge", &merge, py::arg("out_a"), py::arg("lse_a"), py::arg("out_b"), py::arg("lse_b"),
         py::arg("out"), py::arg("lse"),
         "Merges two partial results over disjoint keys into preallocated outputs.");
+
+  m.def("criss_cross_attention", &criss_cross_attention, py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("scale"), py::arg("num_threads"), py::arg("out"), py::arg("lse"),
+        "Criss-cross attention over [B, H, W, D] maps into preallocated outputs.");
+  m.def("criss_cross_attention_backward", &criss_cross_attention_backward, py::arg("q"),
+        py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"), py::arg("dout"),
+        py::arg("scale"), py::arg("num_threads"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
+        "Gradients of criss-cross attention into preallocated dq, dk, dv.");
 
   m.def("version", &xattn::version, "The library version string.");
   m.def("simd_target", &xattn::simd_target, "The SIMD target the kernels dispatch to now.");

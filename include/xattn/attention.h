@@ -18,6 +18,11 @@ struct AttentionOutputs {
   MutableTensorView out{};
   MutableTensorView lse{};
   MutableTensorView weights{};
+  // out and lse already hold a result over other keys (an earlier call's, or out = 0 and
+  // lse = -inf for none): this call's keys are merged into it by log-sum-exp as each row is
+  // stored, which is merge() without its pass over memory or a second output. Needs lse; no
+  // weights. A 16-bit out carries its rounding into the merge, so keep partial results in f32.
+  bool accumulate = false;
 };
 
 // Q [B, Hq, Lq, D], K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv], any strides, f32/f16/bf16 (one dtype

@@ -11,6 +11,7 @@ Invalid shapes raise ValueError (xattn.Error), wrong types TypeError.
 
 from . import _xattn
 from ._attention import attention, attention_varlen, merge
+from ._criss_cross import criss_cross_attention
 from ._sdpa import scaled_dot_product_attention
 from ._safetensors import load_safetensors, save_safetensors
 from . import nn
@@ -57,6 +58,7 @@ def default_num_threads():
 
 
 __version__ = version()
-__all__ = ["attention", "attention_varlen", "merge", "scaled_dot_product_attention", "version",
+__all__ = ["attention", "attention_varlen", "merge", "criss_cross_attention",
+           "scaled_dot_product_attention", "version",
            "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target", "default_num_threads",
            "load_safetensors", "save_safetensors", "Error"]

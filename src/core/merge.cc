@@ -1,5 +1,6 @@
 // merge(): two (out, lse) results over disjoint key sets -> the result over their union.
 
+#include <algorithm>
 #include <initializer_list>
 #include <sstream>
 #include <utility>
@@ -7,6 +8,7 @@
 
 #include "core/convert.h"
 #include "core/out_of_memory.h"
+#include "core/parallel.h"
 #include "core/softmax_state.h"
 #include "core/validate.h"
 #include "xattn/attention.h"
@@ -16,21 +18,6 @@ namespace xattn {
 namespace {
 
 constexpr const char* kOutDims[] = {"d0", "d1", "d2", "d3"};
-
-// Visits every index of the first `rank` dims of `shape`, last dim fastest.
-template <class Fn>
-void for_each_index(int rank, const int64_t* shape, const Fn& fn) {
-  int64_t idx[kMaxRank] = {0, 0, 0, 0};
-  for (;;) {
-    fn(idx);
-    int d = rank - 1;
-    for (; d >= 0; --d) {
-      if (++idx[d] < shape[d]) break;
-      idx[d] = 0;
-    }
-    if (d < 0) return;
-  }
-}
 
 int64_t offset(const TensorView& t, const int64_t* idx, int rank) {
   int64_t o = 0;
@@ -107,28 +94,42 @@ void merge_checked(const TensorView& out_a, const TensorView& lse_a, const Tenso
 
   const int rows_rank = out_a.rank() - 1;
   const int64_t dv = out_a.size(out_a.rank() - 1);
-  std::vector<float> a(dv), b(dv), result(dv);
+  int64_t rows = 1;
+  for (int d = 0; d < rows_rank; ++d) rows *= out_a.size(d);
   auto read = [&](const TensorView& t, int64_t base, float* dst) {
     const int64_t s = t.stride(t.rank() - 1);
-    for (int64_t e = 0; e < dv; ++e) dst[e] = core::load_element(t.data, t.dtype, base + e * s);
+    if (t.dtype == DType::kF32 && s == 1)
+      std::copy_n(static_cast<const float*>(t.data) + base, dv, dst);
+    else
+      for (int64_t e = 0; e < dv; ++e) dst[e] = core::load_element(t.data, t.dtype, base + e * s);
   };
-  int64_t idx0[kMaxRank] = {0, 0, 0, 0};
-  auto visit = [&](const int64_t* idx) {
-    read(out_a, offset(out_a, idx, rows_rank), a.data());
-    read(out_b, offset(out_b, idx, rows_rank), b.data());
-    const float la = static_cast<const float*>(lse_a.data)[offset(lse_a, idx, rows_rank)];
-    const float lb = static_cast<const float*>(lse_b.data)[offset(lse_b, idx, rows_rank)];
-    core::SoftmaxState s{la, 1.0f};
-    if (la == core::kNegInf) s.l = 0.0f;
-    core::merge_into(s, a.data(), {lb, lb == core::kNegInf ? 0.0f : 1.0f}, b.data(), dv);
-    const float l = core::finalize_row(s, a.data(), result.data(), dv);
-    core::store_row(result.data(), dv,
-                    core::element_ptr(out.data, out.dtype, offset(out, idx, rows_rank)),
-                    out.dtype, out.layout.strides[out.layout.rank - 1]);
-    static_cast<float*>(lse.data)[offset(lse, idx, rows_rank)] = l;
-  };
-  if (rows_rank == 0) visit(idx0);
-  else for_each_index(rows_rank, out_a.layout.shape.data(), visit);
+  // Rows are independent, so any split over threads gives the same bits. A block of rows per
+  // item amortises the scratch; merge is memory-bound, so it wants every core's bandwidth.
+  constexpr int64_t kRowsPerItem = 64;
+  const int64_t items = (rows + kRowsPerItem - 1) / kRowsPerItem;
+  core::parallel_for(items, core::resolve_threads(0), [&](int64_t item) {
+    std::vector<float> a(dv), b(dv), result(dv);
+    const int64_t end = std::min(rows, (item + 1) * kRowsPerItem);
+    for (int64_t row = item * kRowsPerItem; row < end; ++row) {
+      int64_t idx[kMaxRank] = {0, 0, 0, 0};
+      for (int64_t d = rows_rank - 1, r = row; d >= 0; --d) {
+        idx[d] = r % out_a.size(d);
+        r /= out_a.size(d);
+      }
+      read(out_a, offset(out_a, idx, rows_rank), a.data());
+      read(out_b, offset(out_b, idx, rows_rank), b.data());
+      const float la = static_cast<const float*>(lse_a.data)[offset(lse_a, idx, rows_rank)];
+      const float lb = static_cast<const float*>(lse_b.data)[offset(lse_b, idx, rows_rank)];
+      core::SoftmaxState s{la, 1.0f};
+      if (la == core::kNegInf) s.l = 0.0f;
+      core::merge_into(s, a.data(), {lb, lb == core::kNegInf ? 0.0f : 1.0f}, b.data(), dv);
+      const float l = core::finalize_row(s, a.data(), result.data(), dv);
+      core::store_row(result.data(), dv,
+                      core::element_ptr(out.data, out.dtype, offset(out, idx, rows_rank)),
+                      out.dtype, out.layout.strides[out.layout.rank - 1]);
+      static_cast<float*>(lse.data)[offset(lse, idx, rows_rank)] = l;
+    }
+  });
 }
 
 }  // namespace

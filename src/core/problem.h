@@ -48,6 +48,7 @@ struct Problem {
   bool bottom_right = false;
   int64_t window_left = -1, window_right = -1;
   bool bf16_probabilities = false;
+  bool accumulate = false;  // out and lse hold a result over other keys: merge into it
   int num_threads = 1;
 
   int64_t group_size() const { return heads_kv ? heads_q / heads_kv : 0; }  // Hkv = 0: empty

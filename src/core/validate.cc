@@ -223,6 +223,16 @@ Operand mask_operand(const TensorView& m, const Extents& e) {
   return op;
 }
 
+// AttentionOutputs::accumulate: out and lse are read as the result over other keys.
+void check_accumulate(Problem& p, const AttentionOutputs& outputs) {
+  if (!outputs.accumulate) return;
+  if (!outputs.lse.present())
+    fail("lse: is required with accumulate (the log-sum-exp of the result that out holds)");
+  if (outputs.weights.present())
+    fail("weights: cannot be computed with accumulate (they would cover this call's keys only)");
+  p.accumulate = true;
+}
+
 void fill_common_params(Problem& p, const AttentionParams& params) {
   if (params.scale && !std::isfinite(*params.scale))
     fail("scale: must be finite, got ", *params.scale);
@@ -407,6 +417,7 @@ Problem make_dense_problem(const TensorView& q, const TensorView& k, const Tenso
   check_no_overlap({{"out", outputs.out}, {"lse", outputs.lse}, {"weights", outputs.weights}},
                    {{"q", q}, {"k", k}, {"v", v}, {"mask", params.mask}});
   check_workspace(p, false);
+  check_accumulate(p, outputs);
 
   p.sequences.resize(B);
   for (int64_t b = 0; b < B; ++b) {
@@ -514,6 +525,7 @@ Problem make_varlen_problem(const TensorView& q, const TensorView& k, const Tens
   check_no_overlap({{"out", outputs.out}, {"lse", outputs.lse}, {"weights", outputs.weights}},
                    {{"q", q}, {"k", k}, {"v", v}, {"mask", params.mask}});
   check_workspace(p, false);
+  check_accumulate(p, outputs);
   return p;
 }
 

@@ -202,9 +202,11 @@ struct DimLanes {
     std::copy(s.scores + r * kKeysPerTile, s.scores + r * kKeysPerTile + nk, out);
   }
 
-  static void acc_row(const ItemState& s, int64_t r, float* out) {
-    const float* row = s.acc + r * padded(s.p->value_dim);
-    std::copy(row, row + s.p->value_dim, out);
+  static void acc_rows(const ItemState& s, int64_t r0, int64_t n, float* out, int64_t ld) {
+    for (int64_t r = r0; r < r0 + n; ++r) {
+      const float* row = s.acc + r * padded(s.p->value_dim);
+      std::copy(row, row + s.p->value_dim, out + (r - r0) * ld);
+    }
   }
 
  private:

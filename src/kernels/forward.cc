@@ -85,10 +85,18 @@ struct RowStats {
   }
 };
 
-void store_result_row(const Problem& p, const ItemState& s, int64_t r, const core::SoftmaxState& st,
+void store_result_row(const Problem& p, const ItemState& s, int64_t r, core::SoftmaxState st,
                       const float* acc, float* out_buf, RowStats& stats) {
-  const float lse = core::finalize_row(st, acc, out_buf, p.value_dim);
   const int64_t h = s.row_h[r], i = s.seq->q_start + s.row_i[r];
+  if (p.accumulate) {  // fold this row's keys into the result out and lse hold: (m, l) = (lse, 1)
+    const float prior = static_cast<const float*>(p.lse.data)[p.lse.offset(s.b, h, i, 0)];
+    convert_row(core::element_ptr(p.out.data, p.out.dtype, p.out.offset(s.b, h, i, 0)),
+                p.out.dtype, p.out.stride[3], p.value_dim, out_buf);
+    core::SoftmaxState total{prior, prior == core::kNegInf ? 0.0f : 1.0f};
+    core::merge_into(total, out_buf, st, acc, p.value_dim);
+    st = total, acc = out_buf;
+  }
+  const float lse = core::finalize_row(st, acc, out_buf, p.value_dim);
   if (!stats.m.empty()) {
     const int64_t at = stats.index(s.b, h, i);
     stats.m[at] = st.m, stats.l[at] = st.l;
@@ -111,16 +119,17 @@ void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials
   const int64_t Dv = p.value_dim;
   if (w.num_splits > 1) {
     float* slot = partials.slot(w.partial_slot + w.split);
-    for (int64_t r = 0; r < s.rows; ++r) {
-      slot[r] = s.m[r];
-      slot[partials.rows + r] = s.l[r];
-      Tiles::acc_row(s, r, slot + 2 * partials.rows + r * Dv);
-    }
+    std::copy_n(s.m, s.rows, slot);
+    std::copy_n(s.l, s.rows, slot + partials.rows);
+    Tiles::acc_rows(s, 0, s.rows, slot + 2 * partials.rows, Dv);
     return;
   }
-  for (int64_t r = 0; r < s.rows; ++r) {
-    Tiles::acc_row(s, r, s.row_buf);
-    store_result_row(p, s, r, {s.m[r], s.l[r]}, s.row_buf, s.out_buf, stats);
+  // A vector's worth of accumulator rows at a time, staged in vbuf (no tile needs it now).
+  for (int64_t r0 = 0; r0 < s.rows; r0 += lanes()) {
+    const int64_t n = std::min(lanes(), s.rows - r0);
+    Tiles::acc_rows(s, r0, n, s.vbuf, Dv);
+    for (int64_t r = r0; r < r0 + n; ++r)
+      store_result_row(p, s, r, {s.m[r], s.l[r]}, s.vbuf + (r - r0) * Dv, s.out_buf, stats);
   }
 }
 
@@ -178,6 +187,7 @@ void weights_item(const Problem& p, const WorkItem& w, const RowStats& stats) {
 
 // Rows i in [q_len, q_rows) (dense q_lens) see nothing: out = 0, lse = -inf, weights = 0.
 void zero_inactive_rows(const Problem& p) {
+  if (p.accumulate) return;  // merging nothing into a result leaves it as it is
   std::vector<float> zeros(std::max(p.value_dim, p.weights.present() ? p.weights_cols : 0), 0.0f);
   for (int64_t b = 0; b < p.batch; ++b) {
     const core::Sequence& s = p.sequences[b];

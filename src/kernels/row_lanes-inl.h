@@ -91,9 +91,17 @@ struct RowLanes {
     for (int64_t c = 0; c < nk; ++c) out[c] = s.scores[c * s.br + r];
   }
 
-  // Row r of the accumulator, Σ p·v, into `out`.
-  static void acc_row(const ItemState& s, int64_t r, float* out) {
-    for (int64_t e = 0; e < s.p->value_dim; ++e) out[e] = s.acc[e * s.br + r];
+  // Rows r0 .. r0+n-1 of the accumulator, Σ p·v, into out[r - r0][e] (row stride ld).
+  // Transposed a block of kBlock columns at a time, whose cache lines stay in L1 across the
+  // rows: a whole-row gather at stride Br per element took a third of the time at Dv = 512.
+  static void acc_rows(const ItemState& s, int64_t r0, int64_t n, float* out, int64_t ld) {
+    constexpr int64_t kBlock = 16;
+    const int64_t Dv = s.p->value_dim;
+    for (int64_t e0 = 0; e0 < Dv; e0 += kBlock) {
+      const int64_t ne = std::min(kBlock, Dv - e0);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t j = 0; j < ne; ++j) out[r * ld + e0 + j] = s.acc[(e0 + j) * s.br + r0 + r];
+    }
   }
 
  private:

@@ -77,8 +77,9 @@ void gemm(const Gemm& g) {
   for (const int64_t s : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
     if (s > kMax) throw Error("gemm: sizes beyond BLAS's int range");
   const auto i = [](int64_t s) { return static_cast<int>(s); };
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, g.b_transposed ? CblasTrans : CblasNoTrans, i(g.m),
-              i(g.n), i(g.k), 1.0f, g.a, i(g.lda), g.b, i(g.ldb), 0.0f, g.c, i(g.ldc));
+  cblas_sgemm(CblasRowMajor, g.a_transposed ? CblasTrans : CblasNoTrans,
+              g.b_transposed ? CblasTrans : CblasNoTrans, i(g.m), i(g.n), i(g.k), 1.0f, g.a,
+              i(g.lda), g.b, i(g.ldb), g.accumulate ? 1.0f : 0.0f, g.c, i(g.ldc));
 }
 
 namespace {

@@ -33,8 +33,9 @@ Tensor apply(const nn::Linear& layer, const Tensor& x);            // over the l
 Tensor apply(const nn::LayerNorm& layer, const Tensor& x);
 void gelu_inplace(Tensor& x);                                      // exact (erf) GELU
 
-// C[m, n] = A[m, k]·B[k, n] (or ·Bᵀ with B [n, k] when b_transposed), row-major with leading
-// dimensions lda, ldb, ldc: OpenBLAS's sgemm.
+// C[m, n] = A[m, k]·B[k, n] (or ·Bᵀ with B [n, k] when b_transposed; Aᵀ with A [k, m] when
+// a_transposed), added to C when accumulate, row-major with leading dimensions lda, ldb, ldc:
+// OpenBLAS's sgemm.
 struct Gemm {
   int64_t m, n, k;
   const float* a;
@@ -44,6 +45,8 @@ struct Gemm {
   float* c;
   int64_t ldc;
   bool b_transposed = false;
+  bool a_transposed = false;
+  bool accumulate = false;
 };
 void gemm(const Gemm& g);
 

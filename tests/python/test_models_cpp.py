@@ -105,6 +105,29 @@ def test_perceiver_io(tmp_path, lens, layers, query_dim, output_dim):
     assert_close(got["outputs"], want)
 
 
+@pytest.mark.parametrize("channels,recurrence,height,width", [(16, 1, 5, 7), (32, 2, 9, 4)])
+def test_criss_cross_attention(tmp_path, channels, recurrence, height, width):
+    torch.manual_seed(7)
+    m = perturbed(M.CrissCrossAttention(channels, recurrence), 7)
+    x = torch.randn(2, channels, height, width)
+    with torch.no_grad():
+        assert_close(run_cpp(tmp_path, m, {"x": x}, ["y"])["y"], m(x))
+
+
+def test_criss_cross_attention_bad_checkpoint(tmp_path):
+    m = M.CrissCrossAttention(16)
+    ckpt = tmp_path / "cc.safetensors"
+    M.save_checkpoint(m, ckpt)
+    bad = rewrite(ckpt, tmp_path / "bad.safetensors",
+                  lambda t, _: t.update({"key_conv.weight": np.zeros((2, 16), np.float32)}))
+    np.save(tmp_path / "x.npy", np.zeros((1, 16, 3, 3), np.float32))
+    proc = subprocess.run([str(BIN), "model", str(bad), "--in", f"x={tmp_path / 'x.npy'}", "-o",
+                           f"y={tmp_path / 'y.npy'}"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "key_conv.weight: expected shape [2, 16, 1, 1], got [2, 16]" in proc.stderr, proc.stderr
+    assert not (tmp_path / "y.npy").exists()
+
+
 # --- bad checkpoints and inputs -----------------------------------------------------------------
 
 @pytest.fixture
@@ -196,3 +219,95 @@ def test_bad_inputs(perceiver_files):
     assert proc.returncode == 2 and "'images' is not one of this model's names (inputs, queries)" \
         in proc.stderr, proc.stderr
     assert not (d / "out.npy").exists() and not (d / "o.npy").exists()
+
+
+# --- CrossFormer ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm,chans,dim,kernels,stride,size", [
+    ("after", 3, 32, [4, 8, 16, 32], 4, (16, 24)), ("before", 8, 16, [2, 4], 2, (6, 4)),
+    ("after", 5, 24, [3, 5, 7], 1, (4, 6))])
+def test_crossformer_cross_scale_embedding(tmp_path, norm, chans, dim, kernels, stride, size):
+    torch.manual_seed(7)
+    m = perturbed(M.CrossScaleEmbedding(chans, dim, kernels, stride, norm), 7)
+    x = torch.randn(2, chans, *size)
+    with torch.no_grad():
+        assert_close(run_cpp(tmp_path, m, {"x": x}, ["out"])["out"], m(x))
+
+
+@pytest.mark.parametrize("kind,group,interval,H,W,bias,heads", [
+    ("sda", 2, 1, 4, 6, True, 4), ("sda", 3, 1, 3, 9, False, 2), ("lda", 1, 2, 6, 4, True, 4),
+    ("lda", 1, 3, 3, 6, True, 1), ("lda", 1, 1, 2, 5, True, 8)])
+def test_crossformer_lsda(tmp_path, kind, group, interval, H, W, bias, heads):
+    torch.manual_seed(8)
+    m = perturbed(M.LSDA(64, heads, group, interval, kind, position_bias=bias), 8)
+    x = torch.randn(2, H, W, 64)
+    with torch.no_grad():
+        want = m(x.reshape(2, H * W, 64), H, W).reshape(2, H, W, 64)
+    assert_close(run_cpp(tmp_path, m, {"x": x}, ["out"])["out"], want)
+
+
+@pytest.mark.parametrize("kind", ["sda", "lda"])
+def test_crossformer_block(tmp_path, kind):
+    torch.manual_seed(9)
+    m = perturbed(M.CrossFormerBlock(48, 3, 2, 2, kind, mlp_ratio=2.0, qkv_bias=kind == "sda"), 9)
+    x = torch.randn(2, 4, 6, 48)
+    with torch.no_grad():
+        want = m(x.reshape(2, 24, 48), 4, 6).reshape(2, 4, 6, 48)
+    assert_close(run_cpp(tmp_path, m, {"x": x}, ["out"])["out"], want)
+
+
+@pytest.mark.parametrize("config", [
+    dict(img_size=32, patch_size=[4, 8], embed_dim=48, depths=[2, 2], num_heads=[2, 4],
+         group_size=[2, 2], crs_interval=[2, 1], merge_size=[[2, 4]], num_classes=5),
+    dict(img_size=[32, 64], patch_size=[4, 8, 16], in_chans=2, num_classes=3, embed_dim=48,
+         depths=[2, 2, 1], num_heads=[1, 2, 4], group_size=[4, 4, 7], crs_interval=[2, 2, 1],
+         mlp_ratio=1.5, qkv_bias=False, merge_size=[[2, 4], [2, 4, 6, 8]])])
+def test_crossformer(tmp_path, config):
+    torch.manual_seed(10)
+    m = perturbed(M.CrossFormer(**config), 10)
+    images = torch.randn(2, m.in_chans, *m.img_size)
+    with torch.no_grad():
+        assert_close(run_cpp(tmp_path, m, {"images": images}, ["logits"])["logits"], m(images))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t, m: t.update({"layers.0.blocks.1.attn.pos.pos3.2.weight":
+                            np.zeros((3, 3), np.float32)}),
+     r"layers\.0\.blocks\.1\.attn\.pos\.pos3\.2\.weight: expected shape \[2, 3\], got \[3, 3\]"),
+    (lambda t, m: t.update({"patch_embed.projs.1.weight": np.zeros((24, 3, 4, 4), np.float32)}),
+     r"patch_embed\.projs\.1\.weight: expected shape \[24, 3, 8, 8\], got \[24, 3, 4, 4\]"),
+    (lambda t, m: t.pop("layers.0.downsample.norm.bias"), r"layers\.0\.downsample\.norm"),
+    (lambda t, m: t.update({"layers.0.blocks.0.attn.biases": np.zeros((9, 2), np.float32)}),
+     r"unexpected tensor 'layers\.0\.blocks\.0\.attn\.biases'"),
+    (lambda t, m: m.update({"xattn.config": m["xattn.config"].replace('"crs_interval": [2, 1]',
+                                                                      '"crs_interval": [3, 1]')}),
+     r"img_size: stage 0's 8x8 map does not split into LDA groups of crs_interval\[0\] = 3"),
+])
+def test_crossformer_bad_checkpoint(tmp_path, change, message):
+    m = M.CrossFormer(img_size=32, patch_size=[4, 8], embed_dim=48, depths=[2, 2],
+                      num_heads=[2, 4], group_size=[2, 2], crs_interval=[2, 1],
+                      merge_size=[[2, 4]], num_classes=5)
+    ckpt = tmp_path / "cf.safetensors"
+    M.save_checkpoint(m, ckpt)
+    bad = rewrite(ckpt, tmp_path / "bad.safetensors", change)
+    np.save(tmp_path / "images.npy", np.zeros((1, 3, 32, 32), np.float32))
+    proc = subprocess.run([str(BIN), "model", str(bad), "--in", f"images={tmp_path / 'images.npy'}",
+                           "-o", str(tmp_path / "out.npy")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_crossformer_bad_inputs(tmp_path):
+    m = M.LSDA(48, 3, 2, 3, "sda")
+    ckpt = tmp_path / "lsda.safetensors"
+    M.save_checkpoint(m, ckpt)
+    for shape, message in [((1, 3, 6, 48), r"H, W: SDA needs map sides that are multiples of "
+                                           r"group_size = 2, got 3x6"),
+                           ((1, 18, 48), r"--in x: expected a 4-D \[B, H, W, dim\] token map"),
+                           ((1, 4, 6, 32), r"x: expected a float array \[B, L, 48\]")]:
+        np.save(tmp_path / "x.npy", np.zeros(shape, np.float32))
+        proc = subprocess.run([str(BIN), "model", str(ckpt), "--in", f"x={tmp_path / 'x.npy'}",
+                               "-o", str(tmp_path / "out.npy")], capture_output=True, text=True)
+        assert proc.returncode == 2 and re.search(message, proc.stderr), proc.stderr
+        assert not (tmp_path / "out.npy").exists()

@@ -9,8 +9,13 @@ Needs torch.
 """
 
 from ._checkpoint import load_checkpoint, save_checkpoint
+from .ccnet import CrissCrossAttention
+from .crossformer import (CrossFormer, CrossFormerBlock, CrossScaleEmbedding,
+                          DynamicPositionBias, LSDA)
 from .crossvit import CrossViT, CrossViTCrossAttention, CrossViTFusion
 from .perceiver import PerceiverIO
 
-__all__ = ["CrossViT", "CrossViTCrossAttention", "CrossViTFusion", "PerceiverIO",
+__all__ = ["CrissCrossAttention", "CrossFormer", "CrossFormerBlock", "CrossScaleEmbedding",
+           "DynamicPositionBias", "LSDA", "CrossViT", "CrossViTCrossAttention", "CrossViTFusion",
+           "PerceiverIO",
            "save_checkpoint", "load_checkpoint"]

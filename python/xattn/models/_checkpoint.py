@@ -11,9 +11,11 @@ MODEL_KEY, CONFIG_KEY = "xattn.model", "xattn.config"
 
 
 def _kinds():
-    from . import crossvit, perceiver
-    return {cls.__name__: cls for cls in (crossvit.CrossViTCrossAttention, crossvit.CrossViTFusion,
-                                          crossvit.CrossViT, perceiver.PerceiverIO)}
+    from . import ccnet, crossformer, crossvit, perceiver
+    return {cls.__name__: cls for cls in (ccnet.CrissCrossAttention,
+                                          crossvit.CrossViTCrossAttention, crossvit.CrossViTFusion,
+                                          crossvit.CrossViT, perceiver.PerceiverIO,
+                                          *crossformer.MODULES)}
 
 
 def save_checkpoint(module, path):
