@@ -2,6 +2,7 @@
 // Scalar element access for any dtype, for the few places that touch O(rows) data rather than
 // O(rows·keys): storing results, reading mask rows, merging partial results.
 
+#include <algorithm>
 #include <cstdint>
 
 #include "xattn/half.h"
@@ -23,6 +24,10 @@ inline float load_element(const void* base, DType t, int64_t index) {
 inline void store_row(const float* src, int64_t n, void* dst, DType t, int64_t stride) {
   switch (t) {
     case DType::kF32:
+      if (stride == 1) {
+        std::copy_n(src, n, static_cast<float*>(dst));
+        break;
+      }
       for (int64_t i = 0; i < n; ++i) static_cast<float*>(dst)[i * stride] = src[i];
       break;
     case DType::kF16:

@@ -203,10 +203,12 @@ struct Passes {
   }
 
   // dk, dv of keys [j0, j1) of kv head hk, sequence b; with dq_acc ([G·q_rows][D'], flattened
-  // rows r = i·G + g), also these keys' terms of dq, added in. The rows that see the block are
-  // taken kRows at a time, so that each K and V vector loaded serves all of them and each
-  // gradient vector is loaded and stored once per group rather than once per row.
-  void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1, float* dq_acc = nullptr) const {
+  // rows r = i·G + g), also these keys' terms of dq, added in; with dmask_acc (a dense array of
+  // the mask's shape), each of their scores' dz. The rows that see the block are taken kRows at
+  // a time, so that each K and V vector loaded serves all of them and each gradient vector is
+  // loaded and stored once per group rather than once per row.
+  void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1, float* dq_acc = nullptr,
+            float* dmask_acc = nullptr) const {
     const Problem& pr = p();
     const core::Sequence& seq = pr.sequences[b];
     const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), nk = j1 - j0, N = lanes();
@@ -215,7 +217,7 @@ struct Passes {
       out[0] = c.take<float>(kKeyBlock * D), out[1] = c.take<float>(kKeyBlock * Dv);
       out[2] = c.take<float>(kKeyBlock * D), out[3] = c.take<float>(kKeyBlock * Dv);
       out[4] = c.take<float>(kRows * D), out[5] = c.take<float>(kRows * Dv);
-      out[6] = c.take<float>((4 * kRows + 1) * N);
+      out[6] = c.take<float>((5 * kRows + 1) * N);
     };
     float* a[7];
     carve(measure, a);
@@ -243,11 +245,11 @@ struct Passes {
         group[count] = row(b, hk * G + g, i, blk.q + count * D, blk.dout + count * Dv);
         dq_rows[count] = dq_acc ? dq_acc + (i * G + g) * D : nullptr;
         if (group[count].lse != -__builtin_inff() && ++count == kRows) {
-          rows_on_keys(group, count, dq_rows, blk, j0, j1);
+          rows_on_keys(group, count, dq_rows, dmask_acc, blk, j0, j1);
           count = 0;
         }
       }
-    if (count > 0) rows_on_keys(group, count, dq_rows, blk, j0, j1);
+    if (count > 0) rows_on_keys(group, count, dq_rows, dmask_acc, blk, j0, j1);
     for (int64_t c = 0; c < nk; ++c) {
       store_row(blk.dk + c * D, bp.dk, b, hk, seq.kv_start + j0 + c, pr.head_dim);
       store_row(blk.dv + c * Dv, bp.dv, b, hk, seq.kv_start + j0 + c, pr.value_dim);
@@ -255,23 +257,25 @@ struct Passes {
   }
 
   // A key block's scratch: K and V rows, their gradient accumulators, a group's q and dout
-  // rows, and per-row vectors of N keys (mask values, s, dp, p, ds).
+  // rows, and per-row vectors of N keys (mask values, s, dp, p, ds, dz).
   struct Block {
     float *k, *v, *dk, *dv, *q, *dout, *lanes;
   };
 
   // The terms of `count` rows (padded to kRows with zero rows that see nothing) for the keys
-  // [j0, j1) of the block: dv += p·dout, dk += scale·ds·q, and dq (where given) += scale·ds·k.
-  // A zero p or ds is skipped, not multiplied: masked keys' values never reach the arithmetic.
-  void rows_on_keys(QueryRow* rows, int count, float* const* dq_rows, const Block& blk,
-                    int64_t j0, int64_t j1) const {
+  // [j0, j1) of the block: dv += p·dout, dk += scale·ds·q, dq (where given) += scale·ds·k, and
+  // the mask gradient (where given) += dz. A zero p or ds is skipped, not multiplied: masked
+  // keys' values never reach the arithmetic.
+  void rows_on_keys(QueryRow* rows, int count, float* const* dq_rows, float* dmask_acc,
+                    const Block& blk, int64_t j0, int64_t j1) const {
     const Problem& pr = p();
     const DF df;
     const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), N = lanes();
     std::fill(blk.q + count * D, blk.q + kRows * D, 0.0f);
     std::fill(blk.dout + count * Dv, blk.dout + kRows * Dv, 0.0f);
     float *mask_buf = blk.lanes, *s = mask_buf + N, *dp = s + kRows * N;
-    float *prob = dp + kRows * N, *ds = prob + kRows * N;
+    float *prob = dp + kRows * N, *ds = prob + kRows * N, *dz = ds + kRows * N;
+    const Operand& dm = bp.dmask_dense;
     for (int64_t c0 = j0; c0 < j1; c0 += N) {
       const int64_t n = std::min(N, j1 - c0), c = c0 - j0;
       qk_block<kRows>(blk.q, D, D / N, blk.k + c * D, D, n, s, N);
@@ -279,7 +283,10 @@ struct Passes {
       for (int r = 0; r < kRows; ++r) {
         if (r < count && rows[r].sees(c0, c0 + n)) {
           scores_to_gradients(pr, rows[r], s + r * N, dp + r * N, c0, n, mask_buf, prob + r * N,
-                              ds + r * N);
+                              ds + r * N, dmask_acc ? dz + r * N : nullptr);
+          if (dmask_acc)
+            for (int64_t x = 0; x < n; ++x)
+              dmask_acc[dm.offset(rows[r].b, rows[r].h, rows[r].i, c0 + x)] += dz[r * N + x];
         } else {
           std::fill(prob + r * N, prob + (r + 1) * N, 0.0f);
           std::fill(ds + r * N, ds + (r + 1) * N, 0.0f);
@@ -323,15 +330,16 @@ struct Passes {
   }
 
   // Every gradient of kv head hk of sequence b in one pass over its key blocks: dq accumulates
-  // across the blocks in key order, the order the queries pass sums in, so the bits match.
-  void head(int64_t b, int64_t hk) const {
+  // across the blocks in key order, the order the queries pass sums in, so the bits match; the
+  // mask gradient (when dmask_acc is given) in the order of the key blocks.
+  void head(int64_t b, int64_t hk, float* dmask_acc) const {
     const Problem& pr = p();
     const core::Sequence& seq = pr.sequences[b];
     const int64_t D = padded(pr.head_dim), rows = seq.q_rows * pr.group_size();
     thread_local std::vector<float> dq;  // reused across items and calls
     dq.assign(rows * D, 0.0f);
     for (int64_t j0 = 0; j0 < seq.kv_rows; j0 += kKeyBlock)
-      keys(b, hk, j0, std::min(seq.kv_rows, j0 + kKeyBlock), dq.data());
+      keys(b, hk, j0, std::min(seq.kv_rows, j0 + kKeyBlock), dq.data(), dmask_acc);
     for (int64_t r = 0; r < rows; ++r)
       store_row(dq.data() + r * D, bp.dq, b, hk * pr.group_size() + r % pr.group_size(),
                 seq.q_start + r / pr.group_size(), pr.head_dim);
@@ -398,11 +406,21 @@ void Backward(const BackwardProblem& bp) {
   const std::vector<float> delta = row_deltas(bp, threads);
   const Passes passes{bp, delta};
 
-  // Enough kv heads to keep the threads busy: one pass per head. Otherwise (and for the mask
-  // gradient) the keys and queries passes, which split the heads further.
-  if (p.batch * p.heads_kv >= threads && !bp.dmask_view.present()) {
-    core::parallel_for(p.batch * p.heads_kv, threads,
-                       [&](int64_t n) { passes.head(n / p.heads_kv, n % p.heads_kv); });
+  // The mask gradient. When no two rows share a mask row, every element has one writer (the
+  // item owning the row); when the mask broadcasts over b, h or i, each thread sums into its own
+  // copy, items go to threads in a fixed order, and the copies are added in thread order.
+  const bool dmask = bp.dmask_view.present(), shared = dmask && bp.dmask_shared;
+  const int copies = shared ? threads : 1;
+  std::vector<float> acc(dmask ? copies * bp.dmask_size : 0, 0.0f);
+  auto dmask_of = [&](int t) { return dmask ? acc.data() + (shared ? t : 0) * bp.dmask_size : nullptr; };
+
+  // Enough kv heads to keep the threads busy: one pass per head. Otherwise the keys and
+  // queries passes, which split the heads further.
+  if (p.batch * p.heads_kv >= threads) {
+    auto item = [&](int64_t n, int t) { passes.head(n / p.heads_kv, n % p.heads_kv, dmask_of(t)); };
+    if (shared) core::parallel_for_static(p.batch * p.heads_kv, threads, item);
+    else core::parallel_for(p.batch * p.heads_kv, threads, [&](int64_t n) { item(n, 0); });
+    if (dmask) store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
     return;
   }
   struct Item {
@@ -422,22 +440,16 @@ void Backward(const BackwardProblem& bp) {
     const Item& w = keys[n];
     passes.keys(w.b, w.hk, w.begin, w.end);
   });
-  if (!bp.dmask_view.present()) {
+  if (!dmask) {
     core::parallel_for(static_cast<int64_t>(queries.size()), threads, [&](int64_t n) {
       const Item& w = queries[n];
       passes.queries(w.b, w.hk, w.begin, w.end, nullptr);
     });
     return;
   }
-  // Mask gradient. When no two rows share a mask row, every element has one writer (the item
-  // owning the row); when the mask broadcasts over b, h or i, each thread sums into its own
-  // copy and the copies are added in thread order.
-  const bool shared = bp.dmask_shared;
-  const int copies = shared ? threads : 1;
-  std::vector<float> acc(copies * bp.dmask_size, 0.0f);
   core::parallel_for_static(static_cast<int64_t>(queries.size()), threads, [&](int64_t n, int t) {
     const Item& w = queries[n];
-    passes.queries(w.b, w.hk, w.begin, w.end, acc.data() + (shared ? t : 0) * bp.dmask_size);
+    passes.queries(w.b, w.hk, w.begin, w.end, dmask_of(t));
   });
   store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
 }

@@ -17,6 +17,7 @@
 #define XATTN_KERNELS_TILE_KERNELS_INL_H_
 #endif
 
+#include <cmath>
 #include <cstdint>
 #include <utility>
 
@@ -117,6 +118,21 @@ HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_R
     for (int j = 0; j < kCols; ++j)
       for (int r = 0; r < kRowVecs; ++r) hn::Store(acc[j][r], df, acct + (e0 + j) * br + r * N);
   });
+}
+
+// Whether rows [0, n) of width `width` (row stride ld) hold only finite values.
+HWY_INLINE bool all_finite(const float* HWY_RESTRICT rows, int64_t ld, int64_t n, int64_t width) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  auto finite = hn::IsFinite(hn::Zero(df));
+  for (int64_t c = 0; c < n; ++c) {
+    const float* row = rows + c * ld;
+    int64_t e = 0;
+    for (; e + N <= width; e += N) finite = hn::And(finite, hn::IsFinite(hn::LoadU(df, row + e)));
+    for (; e < width; ++e)
+      if (!std::isfinite(row[e])) return false;
+  }
+  return hn::AllTrue(df, finite);
 }
 
 }  // namespace xattn::kernels::HWY_NAMESPACE
