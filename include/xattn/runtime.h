@@ -25,6 +25,12 @@ bool bf16_dot_products();
 // Threads a call with num_threads = 0 uses.
 int default_num_threads();
 
+// The kernels OpenBLAS chose for this CPU (the layers' and models' matrix products), e.g.
+// "SkylakeX". An OpenBLAS older than the CPU may fall back to "Prescott", its SSE3 kernels,
+// several times slower; OPENBLAS_CORETYPE=SkylakeX in the environment (read when the process
+// starts) picks the AVX-512 ones.
+std::string blas_kernels();
+
 // Sets the threads of later calls with num_threads = 0, and of the layers' and models' matrix
 // products (OpenBLAS), for this thread of the caller (OpenMP's rule). Throws xattn::Error for n
 // outside [1, 4096].

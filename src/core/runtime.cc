@@ -16,6 +16,8 @@ std::string version() { return XATTN_VERSION; }
 
 std::string simd_target() { return kernels::dispatched_target_name(); }
 
+std::string blas_kernels() { return openblas_get_corename(); }
+
 bool bf16_dot_products() { return kernels::dispatched_bf16_dot_products(); }
 
 std::vector<std::string> available_simd_targets() {

@@ -353,6 +353,14 @@ def test_info(run):
     assert "bf16 dot products: yes" in text or "bf16 dot products: no" in text
     threads = [line for line in text.splitlines() if line.startswith("threads:")]
     assert threads and int(threads[0].split(":")[1]) >= 1
+    kernels = [line for line in text.splitlines() if line.startswith("OpenBLAS kernels: ")]
+    assert kernels and kernels[0].split(": ")[1].strip()
+
+
+def test_info_names_the_blas_kernels_chosen(run, monkeypatch):
+    """OPENBLAS_CORETYPE (read when the process starts) decides them; info shows which."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert "OpenBLAS kernels: Haswell\n" in run("info", check_rc=0).stdout
 
 
 def test_help_and_version(run):

@@ -70,7 +70,9 @@ class SelfAttention(nn.Module):
     def forward(self, x):
         batch, length, dim = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # [B, H, L, D] views
+        # [B, H, L, D] views; unbind, not indexing: its backward stacks the three gradients
+        # into one tensor, where each index's would zero-fill a copy of all of qkv.
+        q, k, v = (x.transpose(1, 2) for x in qkv.unbind(2))
         return self.proj(merge_heads(attention(q, k, v)))
 
 

@@ -247,7 +247,9 @@ class LSDA(nn.Module):
         groups = split.reshape(-1, gh * gw, C)  # [B·nG, N, C], the one copy in
         n, N = groups.shape[:2]
         qkv = self.qkv(groups).view(n, N, 3, heads, C // heads)
-        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # [B·nG, heads, N, D] views
+        # [B·nG, heads, N, D] views; unbind, not indexing: its backward stacks the three
+        # gradients into one tensor, where each index's would zero-fill a copy of all of qkv.
+        q, k, v = (x.transpose(1, 2) for x in qkv.unbind(2))
         bias = self.pos(gh, gw) if self.pos is not None else None   # [heads, N, N], broadcast
         out = self.proj(merge_heads(attention(q, k, v, mask=bias, scale=(C // heads) ** -0.5)))
         out = out.view(split.shape)
