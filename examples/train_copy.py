@@ -5,10 +5,13 @@ initial weights with torch's math attention and compares the two loss curves.
 
     PYTHONPATH=build/python /usr/bin/python3 examples/train_copy.py [--steps 300]
 
-Exits with status 1 if either loss does not fall to a tenth, or the curves differ by more than
---tolerance. The two runs agree step for step at first (to rounding); once training turns
-chaotic, f32 rounding differences between the two attention implementations grow into different
-trajectories, so the curves are compared as means over windows of --window steps.
+Exits with status 1 if the two runs differ by more than --tolerance at any of the first
+--steps-compared steps, if either loss does not fall to a tenth, or if either model ends below
+95% token accuracy. The runs agree step for step at first, to f32 rounding (2.4e-7 over 50
+steps); later, once training turns chaotic, those rounding differences grow into different
+trajectories whose gap depends on the machine (torch's side rounds as its BLAS's kernels for
+the CPU do: the 30-step means of the same two runs differed by 0.052 on an Intel Xeon and less
+on an AMD EPYC), so from there on only the outcome is compared, and the window means printed.
 """
 import argparse
 import math
@@ -112,9 +115,11 @@ def main():
     ap.add_argument("--length", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--window", type=int, default=30)
-    ap.add_argument("--tolerance", type=float, default=0.05,
-                    help="largest allowed difference between the curves' window means")
+    ap.add_argument("--window", type=int, default=30, help="steps per printed window mean")
+    ap.add_argument("--steps-compared", type=int, default=50,
+                    help="the first steps whose losses must agree to --tolerance")
+    ap.add_argument("--tolerance", type=float, default=1e-4,
+                    help="largest allowed loss difference over the compared steps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -129,15 +134,20 @@ def main():
         print(f"{step + 1:>6} {lx[step]:>11.4f} {lm[step]:>10.4f}")
     print(f"final token accuracy: xattn {acc_x:.3f}, torch math {acc_m:.3f}; "
           f"time {tx:.1f} s vs {tm:.1f} s")
-    early = max(abs(a - b) for a, b in zip(lx[:50], lm[:50]))
+    n = args.steps_compared
+    early = max(abs(a - b) for a, b in zip(lx[:n], lm[:n]))
     w = args.window
     means = [(sum(lx[i:i + w]) / w, sum(lm[i:i + w]) / w) for i in range(0, args.steps - w + 1, w)]
-    gap = max(abs(a - b) for a, b in means)
-    print(f"largest step-for-step difference over the first 50 steps: {early:.2e}")
-    print(f"largest difference of {w}-step means: {gap:.4f} (tolerance {args.tolerance})")
+    print(f"largest step-for-step difference over the first {n} steps: {early:.2e} "
+          f"(tolerance {args.tolerance})")
+    print(f"{w}-step means, xattn / math: " + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in means))
     falls = all(sum(c[-w:]) / w < 0.1 * c[0] for c in (lx, lm))
-    if not falls or gap > args.tolerance:
-        print("FAILED: " + ("a loss did not fall to a tenth" if not falls else "the curves differ"))
+    problems = [why for bad, why in ((early > args.tolerance, "the runs differ early"),
+                                     (not falls, "a loss did not fall to a tenth"),
+                                     (min(acc_x, acc_m) < 0.95, "a model did not learn"))
+                if bad]
+    if problems:
+        print("FAILED: " + "; ".join(problems))
         raise SystemExit(1)
 
 

@@ -14,7 +14,7 @@ from ._attention import attention, attention_varlen, merge
 from ._criss_cross import criss_cross_attention
 from ._sdpa import scaled_dot_product_attention
 from ._safetensors import load_safetensors, save_safetensors
-from . import nn
+from . import audio, nn
 
 Error = _xattn.Error
 Error.__doc__ = """Invalid arguments (shapes, lengths, options); a ValueError whose message names the
