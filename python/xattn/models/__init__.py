@@ -14,8 +14,9 @@ from .crossformer import (CrossFormer, CrossFormerBlock, CrossScaleEmbedding,
                           DynamicPositionBias, LSDA)
 from .crossvit import CrossViT, CrossViTCrossAttention, CrossViTFusion
 from .perceiver import PerceiverIO
+from .speech import SpeechRecognizer
 
 __all__ = ["CrissCrossAttention", "CrossFormer", "CrossFormerBlock", "CrossScaleEmbedding",
            "DynamicPositionBias", "LSDA", "CrossViT", "CrossViTCrossAttention", "CrossViTFusion",
-           "PerceiverIO",
+           "PerceiverIO", "SpeechRecognizer",
            "save_checkpoint", "load_checkpoint"]

@@ -11,19 +11,27 @@ MODEL_KEY, CONFIG_KEY = "xattn.model", "xattn.config"
 
 
 def _kinds():
-    from . import ccnet, crossformer, crossvit, perceiver
+    from . import ccnet, crossformer, crossvit, perceiver, speech
     return {cls.__name__: cls for cls in (ccnet.CrissCrossAttention,
                                           crossvit.CrossViTCrossAttention, crossvit.CrossViTFusion,
                                           crossvit.CrossViT, perceiver.PerceiverIO,
+                                          speech.SpeechRecognizer,
                                           *crossformer.MODULES)}
 
 
-def save_checkpoint(module, path):
-    """Writes module's parameters and configuration to a safetensors file (atomically)."""
+def save_checkpoint(module, path, dtype=None):
+    """Writes module's parameters and configuration to a safetensors file (atomically), in
+    `dtype` (torch.float16 or torch.bfloat16 halve the file; the loaders compute in float32)
+    or, by default, as the module holds them."""
+    import torch
     kind = type(module).__name__
     if kind not in _kinds():
         raise TypeError(f"module: expected one of {', '.join(_kinds())}, got {kind}")
-    tensors = {name: t.detach().contiguous() for name, t in module.state_dict().items()}
+    if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, "
+                        f"got {dtype}")
+    tensors = {name: t.detach().to(dtype or t.dtype).contiguous()
+               for name, t in module.state_dict().items()}
     save_safetensors(path, tensors, {MODEL_KEY: kind, CONFIG_KEY: json.dumps(module.config)})
 
 
