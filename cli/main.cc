@@ -11,6 +11,7 @@
 #include "info_command.h"
 #include "model_command.h"
 #include "run_command.h"
+#include "transcribe_command.h"
 #include "xattn/error.h"
 #include "xattn/runtime.h"
 
@@ -42,6 +43,8 @@ int main(int argc, char** argv) {
     CLI::App* bench = xattn::cli::add_bench_command(app, bench_options);
     xattn::cli::ModelOptions model_options;
     CLI::App* model = xattn::cli::add_model_command(app, model_options);
+    xattn::cli::TranscribeOptions transcribe_options;
+    CLI::App* transcribe = xattn::cli::add_transcribe_command(app, transcribe_options);
 
     try {
       app.parse(argc, argv);
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
     if (info->parsed()) xattn::cli::info_command(std::cout);
     if (bench->parsed()) xattn::cli::bench_command(bench_options, std::cout);
     if (model->parsed()) xattn::cli::model_command(model_options, std::cout);
+    if (transcribe->parsed()) xattn::cli::transcribe_command(transcribe_options, std::cout);
     std::cout.flush();
     if (!std::cout) return fail(kInternalError, "cannot write to standard output");
     return 0;

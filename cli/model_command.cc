@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "xattn/models/crossvit.h"
 #include "xattn/models/parameters.h"
 #include "xattn/models/perceiver_io.h"
+#include "xattn/models/speech.h"
 #include "xattn/runtime.h"
 
 namespace xattn::cli {
@@ -122,6 +124,23 @@ const std::map<std::string, Kind>& kinds() {
             return model.forward(t, H, W);
           });
         }}},
+      {"SpeechRecognizer",
+       {{"features", "tokens"}, {"logits"},
+        "features [T, n_mels] (log-mel), tokens [L] (ids, SOT first) -> logits [L, vocab]", false,
+        [](const std::string& path, const Inputs& in) {
+          const auto model = models::SpeechRecognizer::load(path);
+          const TensorView t = in.arrays.at("tokens");
+          if (t.rank() != 1) throw Error("--in tokens: expected a 1-D array of token ids");
+          Tensor ids({t.size(0)});
+          nn::copy_into(t, ids, "tokens");
+          std::vector<int64_t> tokens;
+          for (int64_t i = 0; i < ids.numel(); ++i) {
+            const float id = ids.data()[i];
+            if (id != std::floor(id)) throw Error("--in tokens: ids must be whole numbers");
+            tokens.push_back(static_cast<int64_t>(id));
+          }
+          return std::vector<Tensor>{model.logits(model.encode(in.arrays.at("features")), tokens)};
+        }}},
       {"CrossScaleEmbedding",
        {{"x"}, {"out"}, "x [B, in_channels, H, W] -> out [B, H'·W', dim]", false,
         [](const std::string& path, const Inputs& in) {
@@ -161,7 +180,8 @@ CLI::App* add_model_command(CLI::App& app, ModelOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "model", "Run a model checkpoint saved by xattn.models.save_checkpoint (PerceiverIO, "
                "CrossViT, CrossViTFusion, CrossViTCrossAttention, CrissCrossAttention, "
-               "CrossFormer, CrossFormerBlock, LSDA, CrossScaleEmbedding) on .npy inputs.\n"
+               "CrossFormer, CrossFormerBlock, LSDA, CrossScaleEmbedding, SpeechRecognizer) on "
+               ".npy inputs.\n"
                "Without --in, describes the checkpoint: its kind, configuration, inputs and "
                "outputs.");
   cmd->add_option("checkpoint", o.checkpoint, "the .safetensors checkpoint")

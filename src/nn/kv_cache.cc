@@ -59,6 +59,22 @@ void KVCache::append(const float* new_k, const float* new_v, int64_t steps) {
   length_ += steps;
 }
 
+void KVCache::select(const std::vector<int64_t>& rows) {
+  if (static_cast<int64_t>(rows.size()) != batch_)
+    throw Error("KVCache::select: expected " + std::to_string(batch_) + " rows, got " +
+                std::to_string(rows.size()));
+  for (const int64_t r : rows)
+    if (r < 0 || r >= batch_)
+      throw Error("KVCache::select: row " + std::to_string(r) + " is out of range [0, " +
+                  std::to_string(batch_) + ")");
+  const int64_t width = heads_ * head_dim_, n = length_ * width;
+  for (std::vector<float>* buffer : {&k_, &v_}) {
+    std::vector<float> old(buffer->begin(), buffer->end());
+    for (int64_t i = 0; i < batch_; ++i)
+      std::copy_n(old.data() + rows[i] * capacity_ * width, n, buffer->data() + i * capacity_ * width);
+  }
+}
+
 TensorView KVCache::view_of(const std::vector<float>& buffer) const {
   const int64_t width = heads_ * head_dim_;
   return {buffer.data(), DType::kF32,

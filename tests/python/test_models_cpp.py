@@ -128,6 +128,72 @@ def test_criss_cross_attention_bad_checkpoint(tmp_path):
     assert not (tmp_path / "y.npy").exists()
 
 
+def speech_model(seed):
+    """A small recogniser with random weights: its embedding large enough for peaky logits,
+    and its EOT and SOT rows zero (logit 0 among large ones), so that it goes on talking."""
+    torch.manual_seed(seed)
+    m = perturbed(M.SpeechRecognizer(n_mels=80, dim=32, num_heads=4, encoder_layers=2,
+                                     decoder_layers=2, mlp_ratio=2.0), seed)
+    with torch.no_grad():
+        m.embed.weight.mul_(8.0)
+        m.embed.weight[:2] = 0.0
+    return m
+
+
+def test_speech_recognizer_logits(tmp_path):
+    m = speech_model(8)
+    features = torch.randn(37, 80)
+    tokens = torch.tensor([1, 5, 9, 2, 0, 17], dtype=torch.float32)
+    with torch.no_grad():
+        want = m(features[None], tokens.long()[None])[0]
+    got = run_cpp(tmp_path, m, {"features": features, "tokens": tokens}, ["logits"])["logits"]
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_transcribe_with_the_caches_gives_the_tokens_of_full_recomputation(tmp_path, seed):
+    """`xattn transcribe` decodes greedily against its KV caches; the Python module's
+    transcribe re-runs the decoder on the whole prefix at every step. Same features (the same
+    C++ code), same checkpoint: the same characters."""
+    import wave
+    m = speech_model(seed)
+    ckpt = tmp_path / "speech.safetensors"
+    M.save_checkpoint(m, ckpt)
+    rng = np.random.default_rng(seed)
+    with wave.open(str(tmp_path / "noise.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(22050)
+        w.writeframes((rng.standard_normal(22050) * 3000).astype("<i2").tobytes())
+    features = torch.from_numpy(xattn.audio.log_mel(xattn.audio.load(tmp_path / "noise.wav")))
+    want = m.transcribe(features, max_tokens=12)
+    for beams in (1, 3):
+        proc = subprocess.run([str(BIN), "transcribe", str(tmp_path / "noise.wav"), "--model",
+                               str(ckpt), "--max-tokens", "12", "--beams", str(beams)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        text = proc.stdout.split("\n")[0]
+        if beams == 1:
+            assert text == want
+        assert "x real time" in proc.stdout
+    assert len(want) > 0
+
+
+def test_transcribe_bad_input(tmp_path):
+    m = speech_model(11)
+    ckpt = tmp_path / "speech.safetensors"
+    M.save_checkpoint(m, ckpt)
+    (tmp_path / "junk.wav").write_text("not audio")
+    for args, message in [([str(tmp_path / "junk.wav")], "junk.wav: not an audio file"),
+                          ([str(tmp_path / "missing.wav")], "missing.wav: not an audio file"),
+                          ([str(tmp_path / "junk.wav"), "--beams", "0"], "--beams: must be 1 to 64"),
+                          ]:
+        proc = subprocess.run([str(BIN), "transcribe", *args, "--model", str(ckpt)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = subprocess.run([str(BIN), "transcribe", str(tmp_path / "junk.wav"), "--model",
+                           str(tmp_path / "none.safetensors")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "none.safetensors" in proc.stderr
+
+
 # --- bad checkpoints and inputs -----------------------------------------------------------------
 
 @pytest.fixture

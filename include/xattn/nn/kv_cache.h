@@ -28,6 +28,10 @@ class KVCache {
   // when the grown cache would not fit in memory (the cache is then left as it was).
   void append(const float* new_k, const float* new_v, int64_t steps);
   void clear() { length_ = 0; }
+  // Keeps sequence rows[i] as sequence i (a beam search's surviving hypotheses, each taking its
+  // parent's history): the batch stays the same size. Throws xattn::Error for a wrong count or
+  // an index out of range, leaving the cache as it was.
+  void select(const std::vector<int64_t>& rows);
 
   // [batch, num_heads, length, head_dim] views of the stored positions.
   TensorView keys() const { return view_of(k_); }

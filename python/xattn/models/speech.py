@@ -132,6 +132,8 @@ class SpeechRecognizer(nn.Module):
                                      for _ in range(encoder_layers))
         self.encoder_norm = nn.LayerNorm(dim)
         self.embed = nn.Embedding(2 + len(CHARS), dim)
+        # Also the output layer (tied): unit-variance rows would give logits of size √dim·|x|.
+        nn.init.normal_(self.embed.weight, std=dim ** -0.5)
         self.decoder = nn.ModuleList(DecoderBlock(dim, num_heads, mlp_ratio)
                                      for _ in range(decoder_layers))
         self.decoder_norm = nn.LayerNorm(dim)
