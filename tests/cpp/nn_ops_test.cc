@@ -1,5 +1,6 @@
 // Linear, LayerNorm and GELU against float64 / long double computations written here from their
-// definitions, with error bounds derived from f32 rounding; and their argument errors.
+// definitions, with error bounds derived from f32 rounding; and their argument errors. KVCache's
+// selection of rows (a beam search's).
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -19,6 +20,7 @@
 #include "xattn/error.h"
 #include "xattn/half.h"
 #include "xattn/nn/activations.h"
+#include "xattn/nn/kv_cache.h"
 #include "xattn/nn/layer_norm.h"
 #include "xattn/nn/linear.h"
 
@@ -683,6 +685,33 @@ TEST(Gelu, BadArgumentsThrow) {
   expect_error([&] { (void)gelu(TensorView{}); }, {"x: is required"});
   expect_error([&] { (void)gelu(TensorView{x.data(), DType::kBool, Layout::contiguous({4})}); },
                {"x:", "bool"});
+}
+
+// A beam search keeps some hypotheses and drops others: each kept row takes its parent's
+// history, whatever the capacity; a wrong selection changes nothing.
+TEST(KVCacheSelect, RowsTakeTheirParentsHistory) {
+  KVCache cache(3, 1, 2, 1);  // capacity 1: the appends below grow it
+  for (int step = 0; step < 3; ++step) {
+    std::vector<float> k(3 * 2), v(3 * 2);
+    for (int n = 0; n < 3; ++n)
+      for (int e = 0; e < 2; ++e) k[n * 2 + e] = 100.0f * n + 10.0f * step + e, v[n * 2 + e] = -k[n * 2 + e];
+    cache.append(k.data(), v.data(), 1);
+  }
+  cache.select({2, 0, 0});
+  const TensorView keys = cache.keys(), values = cache.values();
+  const auto at = [](const TensorView& t, int64_t n, int64_t l, int64_t e) {
+    return static_cast<const float*>(t.data)[n * t.stride(0) + l * t.stride(2) + e];
+  };
+  const int parents[3] = {2, 0, 0};
+  for (int n = 0; n < 3; ++n)
+    for (int l = 0; l < 3; ++l)
+      for (int e = 0; e < 2; ++e) {
+        EXPECT_EQ(at(keys, n, l, e), 100.0f * parents[n] + 10.0f * l + e);
+        EXPECT_EQ(at(values, n, l, e), -at(keys, n, l, e));
+      }
+  EXPECT_THROW(cache.select({0, 1}), Error);
+  EXPECT_THROW(cache.select({0, 1, 3}), Error);
+  EXPECT_EQ(at(cache.keys(), 0, 2, 1), 221.0f);  // unchanged
 }
 
 }  // namespace
