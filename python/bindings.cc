@@ -179,6 +179,8 @@ PYBIND11_MODULE(_xattn, m) {
         "SIMD targets compiled in and supported by this CPU, best first.");
   m.def("force_simd_target", &xattn::force_simd_target, py::arg("name"),
         "Restricts dispatch to one target; '' restores the default.");
+  m.def("blas_kernels", &xattn::blas_kernels,
+        "The kernels OpenBLAS chose for this CPU, e.g. 'SkylakeX' ('Prescott': its SSE3 ones).");
   m.def("default_num_threads", &xattn::default_num_threads,
         "Threads a call with num_threads=0 uses.");
   bind_io(m);

@@ -52,6 +52,13 @@ def force_simd_target(name):
     _xattn.force_simd_target(name)
 
 
+def blas_kernels():
+    """The kernels OpenBLAS chose for this CPU (the layers' matrix products), e.g. "SkylakeX".
+    "Prescott", its SSE3 kernels, on a CPU with AVX-512 means an OpenBLAS older than the CPU:
+    OPENBLAS_CORETYPE=SkylakeX in the environment of a new process selects the AVX-512 ones."""
+    return _xattn.blas_kernels()
+
+
 def default_num_threads():
     """The number of threads a call with num_threads=0 uses."""
     return _xattn.default_num_threads()
@@ -60,5 +67,6 @@ def default_num_threads():
 __version__ = version()
 __all__ = ["attention", "attention_varlen", "merge", "criss_cross_attention",
            "scaled_dot_product_attention", "version",
-           "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target", "default_num_threads",
+           "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target",
+           "default_num_threads", "blas_kernels",
            "load_safetensors", "save_safetensors", "Error"]
