@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import shlex
-import statistics
 import sys
 import time
 
@@ -31,6 +30,7 @@ import torch
 
 import xattn
 from compare_torch import cpu_name, set_torch_threads
+from compare_torch_models import fmt_time, log, rel_error, timed
 from xattn.models import LSDA, CrissCrossAttention
 
 TOLERANCE = 1e-4
@@ -64,33 +64,13 @@ def torch_lsda(module, x, H, W):
     """module's LSDA with torch's math attention in the groups: the same grouping, qkv, position
     bias and proj (plain torch layers), only the attention differs."""
     gh, gw = module.group_shape(H, W)
-    B, C, heads = x.shape[0], module.dim, module.num_heads
-    if module.kind == "sda":
-        split = x.reshape(B, H // gh, gh, W // gw, gw, C).permute(0, 1, 3, 2, 4, 5)
-    else:
-        split = x.reshape(B, gh, H // gh, gw, W // gw, C).permute(0, 2, 4, 1, 3, 5)
-    groups = split.reshape(-1, gh * gw, C)
+    C, heads = module.dim, module.num_heads
+    groups, shape = module.group(x, H, W)
     n, N = groups.shape[:2]
     q, k, v = module.qkv(groups).reshape(n, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
     attn = (q * (C // heads) ** -0.5) @ k.transpose(-2, -1) + module.pos(gh, gw).unsqueeze(0)
     out = (torch.softmax(attn, dim=-1) @ v).transpose(1, 2).reshape(n, N, C)
-    out = module.proj(out).view(split.shape)
-    order = (0, 1, 3, 2, 4, 5) if module.kind == "sda" else (0, 3, 1, 4, 2, 5)
-    return out.permute(*order).reshape(B, H * W, C)
-
-
-def timed(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
-
-
-def rel_error(got, want):
-    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+    return module.ungroup(module.proj(out), shape)
 
 
 def grad_error(got, want):
@@ -165,10 +145,6 @@ def bench_lsda(cfg, batches, runs):
     return results
 
 
-def fmt_time(s):
-    return f"{s['median_ms']:.1f} ({s['min_ms']:.1f}..{s['max_ms']:.1f})"
-
-
 def rows(label, r):
     return [f"| {label} {mode} | {fmt_time(r[f'{mode}_torch'])} | {fmt_time(r[f'{mode}_xattn'])} "
             f"| {r[f'{mode}_speedup']:.2f}× | {r['forward_error' if mode == 'forward' else 'grad_error']:.1e} |"
@@ -195,10 +171,6 @@ def markdown(meta, cc, lsda):
               "-inf centre, softmax over the concatenation, bmm outputs); for LSDA: the same "
               "grouping, projections and position bias with math attention in the groups.", ""]
     return "\n".join(lines)
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def main():

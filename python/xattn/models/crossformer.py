@@ -233,18 +233,30 @@ class LSDA(nn.Module):
                              f"{name} = {step}, got {H}x{W}")
         return (step, step) if self.kind == "sda" else (H // step, W // step)
 
-    def forward(self, x, H, W):
-        check_tokens(x, "x", self.dim)
-        H, W = _map_size(x, H, W)
+    def group(self, x, H, W):
+        """x [B, H·W, C] in group-major order: ([B·nG, N, C], the split's shape for ungroup).
+        [B, H, W, C] is split as rows (r, a) and columns (s, b), a and b within the group:
+        SDA rows i = r·G + a, group (r, s); LDA rows i = a·I + r, group (r, s)."""
         gh, gw = self.group_shape(H, W)
-        B, C, heads = x.shape[0], self.dim, self.num_heads
-        # [B, H, W, C] split as rows (r, a) and columns (s, b), a and b within the group:
-        # SDA rows i = r·G + a, group (r, s); LDA rows i = a·I + r, group (r, s).
+        B, C = x.shape[0], x.shape[2]
         if self.kind == "sda":
             split = x.reshape(B, H // gh, gh, W // gw, gw, C).permute(0, 1, 3, 2, 4, 5)
         else:
             split = x.reshape(B, gh, H // gh, gw, W // gw, C).permute(0, 2, 4, 1, 3, 5)
-        groups = split.reshape(-1, gh * gw, C)  # [B·nG, N, C], the one copy in
+        return split.reshape(-1, gh * gw, C), split.shape  # the one copy in
+
+    def ungroup(self, groups, shape):
+        """group's inverse: [B·nG, N, C] back to [B, H·W, C] in map order."""
+        B, C = shape[0], shape[-1]
+        order = (0, 1, 3, 2, 4, 5) if self.kind == "sda" else (0, 3, 1, 4, 2, 5)
+        return groups.view(shape).permute(*order).reshape(B, -1, C)
+
+    def forward(self, x, H, W):
+        check_tokens(x, "x", self.dim)
+        H, W = _map_size(x, H, W)
+        gh, gw = self.group_shape(H, W)
+        C, heads = self.dim, self.num_heads
+        groups, shape = self.group(x, H, W)
         n, N = groups.shape[:2]
         qkv = self.qkv(groups).view(n, N, 3, heads, C // heads)
         # [B·nG, heads, N, D] views; unbind, not indexing: its backward stacks the three
@@ -252,9 +264,7 @@ class LSDA(nn.Module):
         q, k, v = (x.transpose(1, 2) for x in qkv.unbind(2))
         bias = self.pos(gh, gw) if self.pos is not None else None   # [heads, N, N], broadcast
         out = self.proj(merge_heads(attention(q, k, v, mask=bias, scale=(C // heads) ** -0.5)))
-        out = out.view(split.shape)
-        order = (0, 1, 3, 2, 4, 5) if self.kind == "sda" else (0, 3, 1, 4, 2, 5)
-        return out.permute(*order).reshape(B, H * W, C)
+        return self.ungroup(out, shape)
 
 
 class CrossFormerBlock(nn.Module):
