@@ -224,13 +224,7 @@ void model_command(const ModelOptions& o, std::ostream& out) {
   }
   if (!o.input_lens.empty() && !kind.takes_lens)
     throw Error("--input-lens: a " + checkpoint.kind + " takes no input lengths");
-  if (!o.threads.empty()) {
-    int64_t n = 0;
-    if (!to_int(o.threads, n) || n < 1 || n > kMaxThreads)
-      throw Error("--threads: expected an integer from 1 to " + std::to_string(kMaxThreads) +
-                  ", got '" + o.threads + "'");
-    set_default_num_threads(static_cast<int>(n));
-  }
+  if (!o.threads.empty()) set_default_num_threads(parse_threads(o.threads));
 
   std::map<std::string, std::string> output_paths;
   for (const std::string& text : o.outputs) {

@@ -29,15 +29,6 @@ CausalAlign parse_align(const std::string& text) {
   throw Error("--align: expected top_left or bottom_right, got '" + text + "'");
 }
 
-int parse_threads(const std::string& text) {
-  int64_t n = 0;
-  if (!to_int(text, n) || n < 0 || n > kMaxThreads) {
-    throw Error("--threads: expected an integer from 0 (default) to " + std::to_string(kMaxThreads) +
-                ", got '" + text + "'");
-  }
-  return static_cast<int>(n);
-}
-
 // The library names arguments as the C++ API spells them ("kv_lens[1] = 9 ...", "k: dim 3 ...");
 // a command-line user should read the option they typed instead.
 std::string with_option_names(const std::string& message) {
@@ -71,7 +62,7 @@ void parse_params(const RunOptions& o, ParsedParams& pp) {
   if (!o.q_lens.empty()) pp.q_lens = parse_int_list("--q-lens", o.q_lens);
   p.kv_lens = pp.kv_lens;
   p.q_lens = pp.q_lens;
-  if (!o.threads.empty()) p.num_threads = parse_threads(o.threads);
+  if (!o.threads.empty()) p.num_threads = parse_threads(o.threads, /*zero_is_default=*/true);
   if (!o.mask.empty()) {
     pp.mask = load_npy("--mask", o.mask);
     p.mask = pp.mask.view();

@@ -49,4 +49,14 @@ T parse_finite(const std::string& option, const std::string& text) {
 template float parse_finite<float>(const std::string&, const std::string&);
 template double parse_finite<double>(const std::string&, const std::string&);
 
+int parse_threads(const std::string& text, bool zero_is_default) {
+  int64_t n = 0;
+  const int64_t least = zero_is_default ? 0 : 1;
+  if (!to_int(text, n) || n < least || n > kMaxThreads)
+    throw Error("--threads: expected an integer from " +
+                std::string(zero_is_default ? "0 (default)" : "1") + " to " +
+                std::to_string(kMaxThreads) + ", got '" + text + "'");
+  return static_cast<int>(n);
+}
+
 }  // namespace xattn::cli

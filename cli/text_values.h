@@ -18,6 +18,10 @@ std::string trim(std::string_view s);
 // The whole of `text` (blanks around it allowed) as a decimal integer; false if it is not one.
 bool to_int(const std::string& text, int64_t& out);
 
+// The value of a command's --threads: an integer from 1 (or 0, meaning the default, where
+// zero_is_default) to kMaxThreads. Throws xattn::Error "--threads: expected an integer from ...".
+int parse_threads(const std::string& text, bool zero_is_default = false);
+
 // "3,4,5" -> {3, 4, 5}. Throws xattn::Error "<option>: expected comma-separated integers, ...".
 std::vector<int64_t> parse_int_list(const std::string& option, const std::string& text);
 

@@ -46,12 +46,7 @@ CLI::App* add_transcribe_command(CLI::App& app, TranscribeOptions& o) {
 }
 
 void transcribe_command(const TranscribeOptions& o, std::ostream& out) {
-  if (!o.threads.empty()) {
-    int64_t n = 0;
-    if (!to_int(o.threads, n) || n < 1 || n > 4096)
-      throw Error("--threads: expected an integer from 1 to 4096, got '" + o.threads + "'");
-    set_default_num_threads(static_cast<int>(n));
-  }
+  if (!o.threads.empty()) set_default_num_threads(parse_threads(o.threads));
   if (o.beams < 1 || o.beams > 64) throw Error("--beams: must be 1 to 64, got " + std::to_string(o.beams));
   const std::string model_path = o.model.empty() ? XATTN_SPEECH_MODEL : o.model;
   const auto model = models::SpeechRecognizer::load(model_path);

@@ -40,17 +40,14 @@ Tensor conv_rows(const Tensor& x, int64_t stride) {
   return rows;
 }
 
-// sin(p·r_c) on the first half of the channels, cos on the second, r_c = 10000^(-c/(half-1)).
-void add_positions(Tensor& x, int64_t first) {
-  const int64_t L = x.size(x.rank() - 2), dim = x.size(x.rank() - 1), half = dim / 2;
-  const int64_t rows = x.numel() / dim;
-  for (int64_t r = 0; r < rows; ++r) {
-    const double p = double(first + r % L);
-    for (int64_t c = 0; c < half; ++c) {
-      const double angle = p * std::exp(-std::log(10000.0) * c / std::max<int64_t>(half - 1, 1));
-      x.data()[r * dim + c] += static_cast<float>(std::sin(angle));
-      x.data()[r * dim + half + c] += static_cast<float>(std::cos(angle));
-    }
+// row += position p: sin(p·r_c) on the first half of the channels, cos on the second,
+// r_c = 10000^(-c/(half-1)).
+void add_position(float* row, int64_t p, int64_t dim) {
+  const int64_t half = dim / 2;
+  for (int64_t c = 0; c < half; ++c) {
+    const double angle = double(p) * std::exp(-std::log(10000.0) * c / std::max<int64_t>(half - 1, 1));
+    row[c] += static_cast<float>(std::sin(angle));
+    row[half + c] += static_cast<float>(std::cos(angle));
   }
 }
 
@@ -76,9 +73,6 @@ void load_conv(nn::Linear& layer, const Parameters& p, int64_t channels) {
   layer.load({w.data(), DType::kF32, Layout::contiguous({out, channels * kKernel})}, p["bias"],
              p.scope());
 }
-
-// x [1, L, dim] as the batch-first view MultiheadAttention takes.
-TensorView rows_view(const Tensor& x) { return x.view(); }
 
 }  // namespace
 
@@ -172,12 +166,12 @@ Tensor SpeechRecognizer::encode(const TensorView& features) const {
   gelu(h);
   Tensor audio({1, h.size(0), dim});
   std::copy_n(h.data(), h.numel(), audio.data());
-  add_positions(audio, 0);
+  for (int64_t t = 0; t < h.size(0); ++t) add_position(audio.data() + t * dim, t, dim);
   nn::MultiheadAttentionOptions no_weights;
   no_weights.need_weights = false;
   for (const EncoderBlock& b : encoder_) {
     const Tensor n = apply(b.norm1, audio);
-    add_into(audio, b.attn.forward(rows_view(n), rows_view(n), rows_view(n), no_weights).out);
+    add_into(audio, b.attn.forward(n.view(), n.view(), n.view(), no_weights).out);
     add_into(audio, b.mlp.forward(apply(b.norm2, audio)));
   }
   Tensor out = apply(encoder_norm_, audio);
@@ -187,20 +181,15 @@ Tensor SpeechRecognizer::encode(const TensorView& features) const {
 }
 
 Tensor SpeechRecognizer::embed_tokens(const std::vector<int64_t>& tokens,
-                                      int64_t first_position) const {
-  const int64_t dim = config_.dim;
-  Tensor x({static_cast<int64_t>(tokens.size()), 1, dim});
-  for (size_t i = 0; i < tokens.size(); ++i) {
+                                      const std::vector<int64_t>& positions, int64_t rows) const {
+  const int64_t dim = config_.dim, n = static_cast<int64_t>(tokens.size());
+  Tensor x({rows, n / rows, dim});
+  for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= kVocab)
-      throw Error("tokens[" + std::to_string(i) + "]: " + str(tokens[i]) +
-                  " is out of range [0, " + str(kVocab) + ")");
+      throw Error("tokens[" + str(i) + "]: " + str(tokens[i]) + " is out of range [0, " +
+                  str(kVocab) + ")");
     std::copy_n(embed_.data() + tokens[i] * dim, dim, x.data() + i * dim);
-  }
-  // One position per token (x is [tokens, 1, dim] for the steps: each row its own sequence).
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    Tensor row({1, 1, dim});
-    add_positions(row, first_position);
-    for (int64_t c = 0; c < dim; ++c) x.data()[i * dim + c] += row.data()[c];
+    add_position(x.data() + i * dim, positions[i], dim);
   }
   return x;
 }
@@ -220,11 +209,9 @@ Tensor SpeechRecognizer::logits(const Tensor& audio, const std::vector<int64_t>&
     throw Error("audio: expected [frames, " + str(dim) + "], got " +
                 nn::shape_string(audio.view()));
   if (L < 1) throw Error("tokens: expected at least one (SOT), got none");
-  Tensor x({1, L, dim});
-  for (int64_t i = 0; i < L; ++i) {
-    const Tensor e = embed_tokens({tokens[i]}, i);
-    std::copy_n(e.data(), dim, x.data() + i * dim);
-  }
+  std::vector<int64_t> positions(L);
+  std::iota(positions.begin(), positions.end(), 0);
+  Tensor x = embed_tokens(tokens, positions, 1);  // [1, L, dim]
   const TensorView memory{audio.data(), DType::kF32, Layout::contiguous({1, audio.size(0), dim})};
   nn::MultiheadAttentionOptions causal, plain;
   causal.is_causal = true;
@@ -288,7 +275,7 @@ Transcript SpeechRecognizer::transcribe(const Tensor& audio, int64_t beams,
     std::vector<int64_t> last(beams);
     for (int64_t b = 0; b < beams; ++b)
       last[b] = hyps[b].tokens.empty() ? kSot : hyps[b].tokens.back();
-    Tensor x = embed_tokens(last, t);  // [beams, 1, dim]
+    Tensor x = embed_tokens(last, std::vector<int64_t>(beams, t), beams);  // [beams, 1, dim]
     std::vector<float> looked(beams * S, 0.0f);
     for (int64_t l = 0; l < layers; ++l) {
       const DecoderBlock& blk = decoder_[l];

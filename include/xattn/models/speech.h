@@ -72,7 +72,9 @@ class SpeechRecognizer {
     nn::MultiheadAttention self_attn, cross_attn;
     Mlp mlp;
   };
-  Tensor embed_tokens(const std::vector<int64_t>& tokens, int64_t first_position) const;
+  // tokens[i] embedded at positions[i], as [rows, tokens / rows, dim].
+  Tensor embed_tokens(const std::vector<int64_t>& tokens, const std::vector<int64_t>& positions,
+                      int64_t rows) const;
   Tensor output_logits(const Tensor& x) const;  // decoder_norm, then the tied embedding
 
   SpeechRecognizerConfig config_;

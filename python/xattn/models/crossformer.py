@@ -15,11 +15,11 @@ broadcast over the groups (its gradient comes back summed over them).
 """
 
 import functools
-import operator
 
 import torch
 from torch import nn
 
+from .._attention import _int
 from ._blocks import Mlp, attention, check_divides, check_tokens, merge_heads
 
 KINDS = ("sda", "lda")
@@ -28,12 +28,7 @@ NORMS = ("after", "before")
 
 def _positive(value, arg):
     """value as an int >= 1; TypeError / ValueError naming `arg` otherwise."""
-    if isinstance(value, bool):
-        raise TypeError(f"{arg}: expected an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}") from None
+    value = _int(value, arg)
     if value < 1:
         raise ValueError(f"{arg}: must be >= 1, got {value}")
     return value
