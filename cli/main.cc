@@ -10,6 +10,7 @@
 #include "bench_command.h"
 #include "info_command.h"
 #include "model_command.h"
+#include "process_tuning.h"
 #include "run_command.h"
 #include "transcribe_command.h"
 #include "xattn/error.h"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
       return fail(kUsageError, std::string(e.what()) + " (see 'xattn --help')");
     }
 
+    if (model->parsed() || transcribe->parsed()) xattn::cli::restart_tuned_for_layers(argv);
     if (run->parsed()) xattn::cli::run_command(run_options);
     if (info->parsed()) xattn::cli::info_command(std::cout);
     if (bench->parsed()) xattn::cli::bench_command(bench_options, std::cout);

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <functional>
 
+#include "attention_map.h"
+#include "output_files.h"
 #include "text_values.h"
 #include "xattn/audio.h"
 #include "xattn/error.h"
@@ -41,6 +43,9 @@ CLI::App* add_transcribe_command(CLI::App& app, TranscribeOptions& o) {
       ->type_name("N");
   cmd->add_option("--max-tokens", o.max_tokens, "the longest transcript, in characters")
       ->type_name("N");
+  cmd->add_option("--attention-map", o.attention_map,
+                  "write the cross-attention map (words x seconds) as a PNG picture")
+      ->type_name("OUT.png");
   cmd->add_option("--threads", o.threads, "threads (default: all)")->type_name("N");
   return cmd;
 }
@@ -48,6 +53,7 @@ CLI::App* add_transcribe_command(CLI::App& app, TranscribeOptions& o) {
 void transcribe_command(const TranscribeOptions& o, std::ostream& out) {
   if (!o.threads.empty()) set_default_num_threads(parse_threads(o.threads));
   if (o.beams < 1 || o.beams > 64) throw Error("--beams: must be 1 to 64, got " + std::to_string(o.beams));
+  if (!o.attention_map.empty()) check_writable("--attention-map", o.attention_map);
   const std::string model_path = o.model.empty() ? XATTN_SPEECH_MODEL : o.model;
   const auto model = models::SpeechRecognizer::load(model_path);
   audio::LogMelConfig features_config;
@@ -67,6 +73,12 @@ void transcribe_command(const TranscribeOptions& o, std::ostream& out) {
   });
   const double decoder_ms =
       ms_of([&] { transcript = model.transcribe(encoded, o.beams, o.max_tokens); });
+  if (!o.attention_map.empty()) {
+    // Each encoder frame covers two feature frames (the stride-2 convolution).
+    const double seconds_per_frame =
+        2.0 * static_cast<double>(features_config.hop) / static_cast<double>(features_config.sample_rate);
+    write_attention_map_png(o.attention_map, word_attention_map(transcript, seconds_per_frame));
+  }
   const double total_s = (front_ms + encoder_ms + decoder_ms) / 1000;
   out << transcript.text << "\n";
   out << "audio " << sound.seconds() << " s; features " << front_ms << " ms, encoder "

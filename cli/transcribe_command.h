@@ -1,6 +1,7 @@
 #pragma once
-// `xattn transcribe FILE [--beams N] [--model PATH] [--threads N]`: the speech recogniser on an
-// audio file: the transcript on stdout, then where the time went.
+// `xattn transcribe FILE [--beams N] [--model PATH] [--attention-map OUT.png] [--threads N]`: the
+// speech recogniser on an audio file: the transcript on stdout, then where the time went, and
+// optionally the picture of where each word was read from.
 
 #include <ostream>
 #include <string>
@@ -12,7 +13,7 @@ class App;
 namespace xattn::cli {
 
 struct TranscribeOptions {
-  std::string audio, model, threads;
+  std::string audio, model, threads, attention_map;
   int64_t beams = 1;
   int64_t max_tokens = 200;
 };

@@ -5,6 +5,7 @@ for numpy arrays and CPU torch tensors (torch is optional), read in place whatev
 
     out = xattn.attention(q, k, v, causal=True)                # [B, H, L, D] arrays or tensors
     out = xattn.scaled_dot_product_attention(q, k, v)         # torch's function, drop-in
+    text = xattn.transcribe("speech.wav")                      # the speech recogniser
 
 Invalid shapes raise ValueError (xattn.Error), wrong types TypeError.
 """
@@ -13,6 +14,7 @@ from . import _xattn
 from ._attention import attention, attention_varlen, merge
 from ._criss_cross import criss_cross_attention
 from ._sdpa import scaled_dot_product_attention
+from ._transcribe import transcribe
 from ._safetensors import load_safetensors, save_safetensors
 from . import audio, nn
 
@@ -66,7 +68,7 @@ def default_num_threads():
 
 __version__ = version()
 __all__ = ["attention", "attention_varlen", "merge", "criss_cross_attention",
-           "scaled_dot_product_attention", "version",
+           "scaled_dot_product_attention", "transcribe", "version",
            "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target",
            "default_num_threads", "blas_kernels",
            "load_safetensors", "save_safetensors", "Error"]
