@@ -7,6 +7,7 @@
 #include <sndfile.h>
 
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,12 @@ struct CloseSndfile {
   void operator()(SNDFILE* f) const { sf_close(f); }
 };
 
+std::string seconds_text(double s) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", s);
+  return text;
+}
+
 }  // namespace
 
 Audio read_audio(const std::string& path, double max_seconds) {
@@ -36,8 +43,8 @@ Audio read_audio(const std::string& path, double max_seconds) {
   if (info.frames <= 0) io::fail(path, "holds no samples");
   const double seconds = double(info.frames) / info.samplerate;
   if (!(seconds <= max_seconds))
-    io::fail(path, "is " + std::to_string(seconds) + " s long, more than the " +
-                       std::to_string(max_seconds) + " s allowed");
+    io::fail(path, "is " + seconds_text(seconds) + " s long, more than the " +
+                       seconds_text(max_seconds) + " s allowed");
   Audio audio;
   audio.sample_rate = info.samplerate;
   core::translate_allocation_failure(path.c_str(), [&] {

@@ -122,7 +122,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(ValueError, match="empty.wav: holds no samples"):
         audio.read(tmp_path / "empty.wav")
     write_wav(tmp_path / "long.wav", np.zeros(16000 * 3, np.int16), 16000)
-    with pytest.raises(ValueError, match=r"long.wav: is 3\.0+ s long, more than the 2\.0+ s"):
+    with pytest.raises(ValueError, match=r"long.wav: is 3 s long, more than the 2 s allowed"):
         audio.read(tmp_path / "long.wav", max_seconds=2)
     with pytest.raises(TypeError, match="path: expected a str"):
         audio.read(3)

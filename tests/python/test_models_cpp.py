@@ -182,7 +182,18 @@ def test_transcribe_bad_input(tmp_path):
     ckpt = tmp_path / "speech.safetensors"
     M.save_checkpoint(m, ckpt)
     (tmp_path / "junk.wav").write_text("not audio")
+    import wave
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+    with wave.open(str(tmp_path / "long.wav"), "wb") as w:  # stereo, 8 kHz, 121 s
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes(np.zeros(2 * 8000 * 121, "<i2").tobytes())
+    perceiver = tmp_path / "perceiver.safetensors"
+    M.save_checkpoint(M.PerceiverIO(input_dim=4, num_latents=2, latent_dim=8), perceiver)
     for args, message in [([str(tmp_path / "junk.wav")], "junk.wav: not an audio file"),
+                          ([str(tmp_path / "empty.wav")], "empty.wav: holds no samples"),
+                          ([str(tmp_path / "long.wav")], "long.wav: is 121 s long, more than the "
+                                                         "120 s allowed"),
                           ([str(tmp_path / "missing.wav")], "missing.wav: not an audio file"),
                           ([str(tmp_path / "junk.wav"), "--beams", "0"], "--beams: must be 1 to 64"),
                           ]:
@@ -192,6 +203,9 @@ def test_transcribe_bad_input(tmp_path):
     proc = subprocess.run([str(BIN), "transcribe", str(tmp_path / "junk.wav"), "--model",
                            str(tmp_path / "none.safetensors")], capture_output=True, text=True)
     assert proc.returncode == 2 and "none.safetensors" in proc.stderr
+    proc = subprocess.run([str(BIN), "transcribe", str(tmp_path / "junk.wav"), "--model",
+                           str(perceiver)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "holds a PerceiverIO, expected a SpeechRecognizer" in proc.stderr
 
 
 # --- bad checkpoints and inputs -----------------------------------------------------------------
