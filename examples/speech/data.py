@@ -42,9 +42,11 @@ def sentence(rng):
 
 
 def speak(text, voice, speed, pitch, path):
-    """espeak-ng's WAV of `text` at `path`."""
+    """espeak-ng's WAV of `text` at `path`. It runs without the LD_PRELOAD its caller may run
+    under (the sanitizer tests preload AddressSanitizer, which deadlocks espeak-ng's threads)."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", path,
-                    text], check=True, capture_output=True)
+                    text], check=True, capture_output=True, env=env, timeout=60)
 
 
 def with_noise(samples, snr_db, rng):
