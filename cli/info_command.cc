@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "process_tuning.h"
 #include "xattn/runtime.h"
 
 namespace xattn::cli {
@@ -20,9 +21,7 @@ void info_command(std::ostream& os) {
      << "bf16 dot products: " << (bf16_dot_products() ? "yes" : "no") << "\n"
      << "threads: " << default_num_threads() << "\n"
      << "OpenBLAS kernels: " << blas_kernels() << "\n";
-  // An OpenBLAS older than the CPU falls back to its SSE3 kernels, several times slower on
-  // the layers' matrix products (3.5x measured on an Intel Xeon with AVX-512).
-  if (blas_kernels() == "Prescott" && simd_target().rfind("AVX3", 0) == 0)
+  if (blas_missed_avx512())
     os << "  note: this CPU has AVX-512, which this OpenBLAS does not recognise; run with "
           "OPENBLAS_CORETYPE=SkylakeX for its AVX-512 kernels\n";
 }

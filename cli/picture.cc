@@ -66,6 +66,7 @@ void Picture::fill(int x, int y, int w, int h, Rgb colour) {
 
 void Picture::text(int x, int y, const std::string& text, Rgb colour) {
   FT_Face face = font_->face;
+  const uint8_t ink[3] = {colour.r, colour.g, colour.b};
   for (const unsigned char c : text) {
     if (FT_Load_Char(face, c, FT_LOAD_RENDER) != 0) continue;
     const FT_Bitmap& glyph = face->glyph->bitmap;
@@ -77,7 +78,6 @@ void Picture::text(int x, int y, const std::string& text, Rgb colour) {
         // The glyph's grey level is its coverage: blend the colour over what is there.
         const int alpha = glyph.buffer[row * glyph.pitch + col];
         uint8_t* p = &rgb_[(static_cast<size_t>(py) * width_ + px) * 3];
-        const uint8_t ink[3] = {colour.r, colour.g, colour.b};
         for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>((ink[k] * alpha + p[k] * (255 - alpha)) / 255);
       }
     }

@@ -21,8 +21,6 @@ class Picture {
   Picture(const Picture&) = delete;
   Picture& operator=(const Picture&) = delete;
 
-  int width() const { return width_; }
-  int height() const { return height_; }
   // The pixel size text is drawn at, from now on.
   void set_font_size(int pixels);
   // Width in pixels of `text` at the current size.

@@ -74,9 +74,9 @@ void transcribe_command(const TranscribeOptions& o, std::ostream& out) {
   const double decoder_ms =
       ms_of([&] { transcript = model.transcribe(encoded, o.beams, o.max_tokens); });
   if (!o.attention_map.empty()) {
-    // Each encoder frame covers two feature frames (the stride-2 convolution).
     const double seconds_per_frame =
-        2.0 * static_cast<double>(features_config.hop) / static_cast<double>(features_config.sample_rate);
+        static_cast<double>(models::SpeechRecognizer::kFeatureFramesPerAudioFrame * features_config.hop) /
+        static_cast<double>(features_config.sample_rate);
     write_attention_map_png(o.attention_map, word_attention_map(transcript, seconds_per_frame));
   }
   const double total_s = (front_ms + encoder_ms + decoder_ms) / 1000;

@@ -26,7 +26,7 @@ struct CloseSndfile {
 
 std::string seconds_text(double s) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.3g", s);
+  std::snprintf(text, sizeof text, "%g", s);
   return text;
 }
 

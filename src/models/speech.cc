@@ -162,7 +162,7 @@ Tensor SpeechRecognizer::encode(const TensorView& features) const {
   nn::copy_into(features, x, "features");
   Tensor h = conv1_(conv_rows(x, 1).view());
   gelu(h);
-  h = conv2_(conv_rows(h, 2).view());
+  h = conv2_(conv_rows(h, kFeatureFramesPerAudioFrame).view());
   gelu(h);
   Tensor audio({1, h.size(0), dim});
   std::copy_n(h.data(), h.numel(), audio.data());

@@ -45,6 +45,9 @@ struct Transcript {
 
 class SpeechRecognizer {
  public:
+  // Feature frames per encoder (audio) frame: the second convolution's stride.
+  static constexpr int64_t kFeatureFramesPerAudioFrame = 2;
+
   explicit SpeechRecognizer(const SpeechRecognizerConfig& config);
   static SpeechRecognizer load(const std::string& path);  // a save_checkpoint file
   void load(const Parameters& p);
