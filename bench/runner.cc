@@ -9,6 +9,7 @@
 #include "bench/unfused_baseline.h"
 #include "xattn/attention.h"
 #include "xattn/half.h"
+#include "xattn/runtime.h"
 
 namespace xattn::bench {
 namespace {
@@ -60,7 +61,8 @@ CaseResult run_case(Operands& in, UnfusedBaseline& baseline, const Variant& vari
                        plan.min_seconds);
   r.gflops = flops(r.shape) / r.xattn.median * 1e-9;
   const std::optional<double> peak =
-      variant.dtype == DType::kBF16 ? limits.bf16_gflops : std::optional<double>(limits.fma_gflops);
+      variant.dtype == DType::kBF16 && bf16_dot_products() ? limits.bf16_gflops
+                                                           : std::optional<double>(limits.fma_gflops);
   if (peak) r.peak_fraction = r.gflops / *peak;
   if (r.shape.bandwidth_bound()) {
     r.kv_gbps = kv_bytes(r.shape, variant.dtype) / r.xattn.median * 1e-9;

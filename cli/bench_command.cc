@@ -180,6 +180,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   bench->add_flag("--backward", o.backward,
                   "also time attention_backward (GFLOP/s count 10·B·Hq·Lq·Lk·D; bwd/fwd: its time "
                   "over the forward's)");
+  add_text_option(bench, "--bf16-dot", o.bf16_dot,
+                  "AVX-512 BF16 dot products for bf16: the CPU's choice (see xattn info), or forced "
+                  "on or off (default auto)",
+                  "auto|on|off");
   bench->add_flag("--no-baseline", o.no_baseline,
                   "do not time the unfused baseline (it still runs once, for the max err column)");
   return bench;
@@ -199,6 +203,11 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
     check_writable("--json", *o.json);
   }
 
+  if (o.bf16_dot) {
+    if (*o.bf16_dot != "auto" && *o.bf16_dot != "on" && *o.bf16_dot != "off")
+      throw Error("--bf16-dot: expected auto, on or off, got '" + *o.bf16_dot + "'");
+    force_bf16_dot_products(*o.bf16_dot);
+  }
   const std::vector<bench::MachineLimits> limits = bench::measure_machine_limits(plan.threads);
   print_machine(os, plan, limits);
   print_table_head(os, plan);

@@ -123,8 +123,11 @@ void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<Ma
        << pad(m.bf16_gflops ? rate(*m.bf16_gflops) : "n/a", 18, false) << pad(rate(m.copy_gbps), 11, false)
        << pad(rate(m.read_gbps), 11, false) << "\n";
   }
-  os << "bf16p: bf16 inputs with bf16 probabilities for P·V (AttentionParams::bf16_probabilities)\n"
-        "%peak: of the FMA peak (f32) or the bf16 dot peak (bf16); ×f32: f32 time / bf16 time; ×thr: "
+  os << "cpu: " << cpu_name() << " · bf16 dot products: " << (bf16_dot_products() ? "yes" : "no")
+     << " (" << bf16_dot_reason() << ")\n"
+     << "bf16p: bf16 inputs with bf16 probabilities for P·V (AttentionParams::bf16_probabilities)\n"
+        "%peak: of the FMA peak (f32, and bf16 widened to f32) or the bf16 dot peak (bf16 with dot "
+        "products); ×f32: f32 time / bf16 time; ×thr: "
         "time at the first thread count / this one;\n"
         "speed-up: unfused baseline time / xattn time; K/V GB/s (Lq = 1): K+V bytes / time, %copy and "
         "%read of the bandwidths above (over 100% when K and V fit in cache);\n"
@@ -144,6 +147,9 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
   using json = nlohmann::ordered_json;
   json machine = {{"xattn_version", version()},
                   {"simd_target", simd_target()},
+                  {"cpu", cpu_name()},
+                  {"bf16_dot_products", bf16_dot_products()},
+                  {"tiles", kernel_tiles()},
                   {"blas", bench::blas_description()},
                   {"default_threads", default_num_threads()},
                   {"limits", json::array()}};

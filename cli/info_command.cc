@@ -18,7 +18,10 @@ void info_command(std::ostream& os) {
      << "available targets:";
   for (const std::string& t : available_simd_targets()) os << " " << t;
   os << "\n"
-     << "bf16 dot products: " << (bf16_dot_products() ? "yes" : "no") << "\n"
+     << "cpu: " << cpu_name() << "\n"
+     << "bf16 dot products: " << (bf16_dot_products() ? "yes" : "no") << " (" << bf16_dot_reason()
+     << ")\n"
+     << "tiles: " << kernel_tiles() << "\n"
      << "threads: " << default_num_threads() << "\n"
      << "OpenBLAS kernels: " << blas_kernels() << "\n";
   if (blas_missed_avx512())

@@ -175,6 +175,11 @@ PYBIND11_MODULE(_xattn, m) {
   m.def("simd_target", &xattn::simd_target, "The SIMD target the kernels dispatch to now.");
   m.def("bf16_dot_products", &xattn::bf16_dot_products,
         "Whether bfloat16 inputs use AVX-512 BF16 dot products on the target in use.");
+  m.def("bf16_dot_reason", &xattn::bf16_dot_reason, "Why bf16_dot_products() says what it says.");
+  m.def("force_bf16_dot_products", &xattn::force_bf16_dot_products, py::arg("mode"),
+        "Force AVX-512 BF16 dot products 'on', 'off', or back to the CPU's choice ('auto').");
+  m.def("cpu_name", &xattn::cpu_name, "The CPU the kernels' choices were made for.");
+  m.def("kernel_tiles", &xattn::kernel_tiles, "The tile shapes of the SIMD target in use.");
   m.def("available_simd_targets", &xattn::available_simd_targets,
         "SIMD targets compiled in and supported by this CPU, best first.");
   m.def("force_simd_target", &xattn::force_simd_target, py::arg("name"),

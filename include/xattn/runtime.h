@@ -18,9 +18,24 @@ std::vector<std::string> available_simd_targets();
 // benchmarks; an empty name restores the default. Not thread-safe: call it between computations.
 void force_simd_target(const std::string& name);
 
+// The CPU the kernels' choices were made for, from its identity, e.g. "AMD Zen 4" or
+// "Intel Sapphire/Emerald Rapids" ("GenuineIntel family 6 model 85" for one not in the table).
+std::string cpu_name();
+
 // Whether bf16 inputs get AVX-512 BF16 dot products on the target in use (else they are
-// widened to f32, at the f32 rate).
+// widened to f32, at the f32 rate). They are used where the CPU and the target have them and
+// they outrun f32 FMAs on this CPU: on AMD's Zen 4 and Zen 5, not on Intel's Xeons, whose one
+// BF16 port runs at half the rate of their two FMA ports. bf16_dot_reason() says why.
 bool bf16_dot_products();
+std::string bf16_dot_reason();
+
+// Forces the choice: "on" (where the CPU and the target have them), "off", or "auto" (the
+// CPU's). For tests and benchmarks; not thread-safe: call it between computations. Throws
+// xattn::Error for any other mode.
+void force_bf16_dot_products(const std::string& mode);
+
+// The tile shapes and register blocks of the SIMD target in use, in words (for `xattn info`).
+std::string kernel_tiles();
 
 // Threads a call with num_threads = 0 uses.
 int default_num_threads();

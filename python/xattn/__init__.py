@@ -34,8 +34,33 @@ def simd_target():
 
 
 def bf16_dot_products():
-    """Whether bfloat16 inputs use AVX-512 BF16 dot products on the target in use."""
+    """Whether bfloat16 inputs use AVX-512 BF16 dot products on the target in use: where the
+    CPU and the target have them and they outrun f32 FMAs on this CPU (AMD Zen 4 and Zen 5; not
+    Intel's Xeons). bf16_dot_reason() says why."""
     return _xattn.bf16_dot_products()
+
+
+def bf16_dot_reason():
+    """Why bf16_dot_products() says what it says."""
+    return _xattn.bf16_dot_reason()
+
+
+def force_bf16_dot_products(mode):
+    """Force AVX-512 BF16 dot products 'on' (where the CPU and target have them), 'off', or back
+    to the CPU's choice, 'auto'. For tests and benchmarks; call it between computations."""
+    if not isinstance(mode, str):
+        raise TypeError(f"mode: must be a str, 'auto', 'on' or 'off', got {type(mode).__name__}")
+    _xattn.force_bf16_dot_products(mode)
+
+
+def cpu_name():
+    """The CPU the kernels' choices were made for, e.g. 'AMD Zen 4'."""
+    return _xattn.cpu_name()
+
+
+def kernel_tiles():
+    """The tile shapes and register blocks of the SIMD target in use, in words."""
+    return _xattn.kernel_tiles()
 
 
 def available_simd_targets():
@@ -69,6 +94,7 @@ def default_num_threads():
 __version__ = version()
 __all__ = ["attention", "attention_varlen", "merge", "criss_cross_attention",
            "scaled_dot_product_attention", "transcribe", "version",
-           "simd_target", "bf16_dot_products", "available_simd_targets", "force_simd_target",
+           "simd_target", "bf16_dot_products", "bf16_dot_reason", "force_bf16_dot_products",
+           "cpu_name", "kernel_tiles", "available_simd_targets", "force_simd_target",
            "default_num_threads", "blas_kernels",
            "load_safetensors", "save_safetensors", "Error"]

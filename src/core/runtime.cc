@@ -6,7 +6,9 @@
 #include <string>
 
 #include "hwy/targets.h"
+#include "core/cpu_profile.h"
 #include "core/validate.h"
+#include "kernels/backward.h"
 #include "kernels/forward.h"
 #include "xattn/error.h"
 
@@ -18,7 +20,30 @@ std::string simd_target() { return kernels::dispatched_target_name(); }
 
 std::string blas_kernels() { return openblas_get_corename(); }
 
-bool bf16_dot_products() { return kernels::dispatched_bf16_dot_products(); }
+std::string kernel_tiles() {
+  return std::string(kernels::dispatched_forward_tiles()) + "; " +
+         kernels::dispatched_backward_tiles();
+}
+
+std::string cpu_name() { return core::cpu_profile().name; }
+
+bool bf16_dot_products() {
+  return kernels::dispatched_bf16_dot_available() && core::bf16_dot_wanted();
+}
+
+std::string bf16_dot_reason() {
+  if (!kernels::dispatched_bf16_dot_available())
+    return "the CPU or the SIMD target in use has no AVX-512 BF16";
+  if (core::forced_bf16_dot() != core::Bf16Dot::kAuto) return "forced";
+  return core::cpu_profile().why_bf16;
+}
+
+void force_bf16_dot_products(const std::string& mode) {
+  if (mode == "auto") return core::force_bf16_dot(core::Bf16Dot::kAuto);
+  if (mode == "on") return core::force_bf16_dot(core::Bf16Dot::kOn);
+  if (mode == "off") return core::force_bf16_dot(core::Bf16Dot::kOff);
+  throw Error("force_bf16_dot_products: mode must be 'auto', 'on' or 'off', got '" + mode + "'");
+}
 
 std::vector<std::string> available_simd_targets() {
   std::vector<std::string> names;

@@ -4,21 +4,28 @@
 //   ds = p·(dp - delta)·softcap'(s),  delta_i = dout_i·out_i
 //   dv_j = Σ_i p_ij·dout_i,  dk_j = scale·Σ_i ds_ij·q_i,  dq_i = scale·Σ_j ds_ij·k_j
 //
-// Two passes, each the only writer of what it computes, so there are no atomics and every sum
-// runs in a fixed order (same bits for any thread count):
-//   keys pass:    per (sequence, kv head, block of keys), over the query rows of the group that
-//                 see the block: dk and dv of the block's keys;
-//   queries pass: per (sequence, kv head, block of rows of the group), over the keys they see:
-//                 dq of the block's rows.
-// Probabilities are recomputed from lse a block of N keys at a time (N = lanes), with the head
-// dimension in the vector lanes as in the decode layout (dim_lanes-inl.h), so memory stays
-// linear in the sequence lengths.
+// The query rows of each (sequence, kv head), flattened r = i·G + g, are packed once into tiles
+// of Br rows (RowTiles): Qᵀ and dOᵀ with the rows in the vector lanes, as the forward keeps
+// them, and Q and dO in their natural layout. Every (tile, block of keys) pair is then five
+// register-blocked products of the forward's micro-kernel (broadcast_tile), with the
+// probabilities recomputed in between (TilePair):
+//   Sᵀ = K·Qᵀ,  dPᵀ = V·dOᵀ,  [P, dS from Sᵀ, dPᵀ],  dV += Pᵀ·dO,  dK += dSᵀ·Q,  dQᵀ += Kᵀ·dSᵀ
+// Each gradient has one writer and sums in a fixed order, so there are no atomics and the bits
+// are the same for any thread count:
+//   one kv head per thread when there are enough of them: the key blocks in order, each over
+//   the tiles in order (dK, dV of the block), dQᵀ of every tile accumulating across the blocks;
+//   otherwise two passes over the same pairs in the same orders: per key block (dK, dV), and
+//   per tile (dQ).
+// Memory is linear in the sequence lengths: the packed rows and one block's scratch.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/backward.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/convert.h"
@@ -26,11 +33,14 @@
 #include "core/problem.h"
 #include "core/scratch.h"
 #include "core/visibility.h"
+#include "hwy/aligned_allocator.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "kernels/backward.h"
 #include "kernels/convert-inl.h"
 #include "kernels/dim_lanes-inl.h"
+#include "kernels/score_tile-inl.h"
+#include "kernels/tile_kernels-inl.h"
 #include "kernels/vector_exp-inl.h"
 #include "kernels/work_item-inl.h"
 
@@ -39,105 +49,20 @@ namespace xattn::kernels::HWY_NAMESPACE {
 namespace {
 
 using core::BackwardProblem;
+using core::KeyRange;
 using core::Operand;
 using core::Problem;
 
-constexpr int64_t kKeyBlock = 64;  // keys per keys-pass item
-constexpr int64_t kRowBlock = 32;  // flattened rows (i·G + g) per queries-pass item
-constexpr int kRows = 4;           // rows the keys pass takes together
+constexpr int64_t kKeyBlock = 64;
 
-// Row `l` of operand t at (b, h), as f32 padded with zeros to whole vectors.
-void load_row(const Operand& t, int64_t b, int64_t h, int64_t l, int64_t width, float* dst) {
-  convert_row(core::element_ptr(t.data, t.dtype, t.offset(b, h, l, 0)), t.dtype, t.stride[3],
-              width, dst);
-  std::fill(dst + width, dst + padded(width), 0.0f);
+float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
+  return static_cast<const float*>(p.lse.data)[p.lse.offset(b, h, p.sequences[b].q_start + i, 0)];
 }
 
 void store_row(const float* src, const Operand& t, int64_t b, int64_t h, int64_t l, int64_t width) {
   void* data = const_cast<void*>(t.data);
   core::store_row(src, width, core::element_ptr(data, t.dtype, t.offset(b, h, l, 0)), t.dtype,
                   t.stride[3]);
-}
-
-// What one query row needs to recompute its probabilities and their gradients.
-struct QueryRow {
-  int64_t b = 0, h = 0, i = 0;  // i: index within the sequence
-  core::KeyRange range;         // visible keys
-  float lse = 0, delta = 0;
-  const float* q = nullptr;     // [D'], unscaled
-  const float* dout = nullptr;  // [Dv']
-
-  // Whether the row sees any key of [c0, c1) (a row whose lse is -inf sees nothing).
-  bool sees(int64_t c0, int64_t c1) const {
-    return lse != -__builtin_inff() && range.lo < c1 && range.hi > c0;
-  }
-};
-
-float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
-  return static_cast<const float*>(p.lse.data)[p.lse.offset(b, h, p.sequences[b].q_start + i, 0)];
-}
-
-// p[c] and ds[c] for the n <= N keys c0 .. c0+n of one row (K and V rows f32, padded to whole
-// vectors); 0 for keys the row does not see, which are never read into the arithmetic.
-// s and dp are the row's q·k and dout·v for those keys (N lanes). dz_out (optional) gets
-// p·(dp - delta), the gradient of the mask-added score.
-void scores_to_gradients(const Problem& p, const QueryRow& row, const float* s, const float* dp,
-                         int64_t c0, int64_t n, float* mask_buf, float* p_out, float* ds_out,
-                         float* dz_out = nullptr) {
-  const DF df;
-  constexpr int64_t N = hn::MaxLanes(DF());
-  const VF neg_inf = hn::Set(df, -__builtin_inff());
-  const VF raw = hn::Mul(hn::Load(df, s), hn::Set(df, p.scale));
-  VF z = raw, slope = hn::Set(df, 1.0f);  // slope: d softcap(s) / ds
-  if (p.softcap > 0) {
-    const VF x = hn::Mul(raw, hn::Set(df, 1.0f / p.softcap));
-    z = hn::Mul(hn::Tanh(df, x), hn::Set(df, p.softcap));
-    // 1 - tanh²(x) = 4u / (1 + u)² with u = e^(-2|x|): no cancellation where tanh saturates.
-    const VF u = VectorExp(df, hn::Mul(hn::Abs(x), hn::Set(df, -2.0f)));
-    const VF one_u = hn::Add(hn::Set(df, 1.0f), u);
-    slope = hn::Div(hn::Mul(hn::Set(df, 4.0f), u), hn::Mul(one_u, one_u));
-  }
-  const VF key = hn::Iota(df, static_cast<float>(c0));
-  const float hi = static_cast<float>(std::min(row.range.hi, c0 + n));
-  auto visible = hn::And(hn::Ge(key, hn::Set(df, static_cast<float>(row.range.lo))),
-                         hn::Lt(key, hn::Set(df, hi)));
-  if (p.mask.present()) {
-    const Operand& m = p.mask;
-    core::load_mask_row(core::element_ptr(m.data, m.dtype, m.offset(row.b, row.h, row.i, c0)),
-                        m.dtype, m.stride[3], n, mask_buf);
-    std::fill(mask_buf + n, mask_buf + N, 0.0f);
-    z = apply_mask(df, z, hn::Load(df, mask_buf));
-    visible = hn::And(visible, hn::Ne(z, neg_inf));
-  }
-  // A probability is at most 1, but the recomputed score and the forward's lse each carry an
-  // f32 rounding of |z|·2^-24 (and their key sums differ in order), so e^(z - lse) can exceed
-  // it: by a factor e^(1e23) for scores near 1e30. Capping it keeps gradients finite; NaN stays.
-  const VF one = hn::Set(df, 1.0f);
-  VF prob = VectorExp(df, hn::Sub(z, hn::Set(df, row.lse)));
-  prob = hn::IfThenElse(hn::Gt(prob, one), one, prob);
-  const VF dz = hn::Mul(prob, hn::Sub(hn::Load(df, dp), hn::Set(df, row.delta)));
-  hn::Store(hn::IfThenElseZero(visible, prob), df, p_out);
-  hn::Store(hn::IfThenElseZero(visible, hn::Mul(dz, slope)), df, ds_out);
-  if (dz_out) hn::Store(hn::IfThenElseZero(visible, dz), df, dz_out);
-}
-
-// scores_to_gradients for one row, computing its s and dp from the K and V rows.
-void block_gradients(const Problem& p, const QueryRow& row, const float* k, int64_t ldk,
-                     const float* v, int64_t ldv, int64_t c0, int64_t n, float* mask_buf,
-                     float* p_out, float* ds_out, float* dz_out = nullptr) {
-  constexpr int64_t N = hn::MaxLanes(DF());
-  alignas(64) float s[N], dp[N];
-  qk_block<1>(row.q, 0, padded(p.head_dim) / N, k, ldk, n, s, 0);
-  qk_block<1>(row.dout, 0, padded(p.value_dim) / N, v, ldv, n, dp, 0);
-  scores_to_gradients(p, row, s, dp, c0, n, mask_buf, p_out, ds_out, dz_out);
-}
-
-// acc[0 .. vecs·N) += a · x[0 .. vecs·N)   (any alignment)
-void axpy(float a, const float* x, int64_t vecs, float* acc) {
-  const DF df;
-  const VF va = hn::Set(df, a);
-  for (int64_t j = 0; j < vecs * lanes(); j += lanes())
-    hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + j), hn::LoadU(df, acc + j)), df, acc + j);
 }
 
 // delta[b][h][i] = dout·out for every row (0 for rows that see nothing).
@@ -148,14 +73,15 @@ std::vector<float> row_deltas(const BackwardProblem& bp, int threads) {
   core::parallel_for(p.batch * p.heads_q, threads, [&](int64_t bh) {
     const int64_t b = bh / p.heads_q, h = bh % p.heads_q;
     const core::Sequence& seq = p.sequences[b];
-    core::Carver measure(nullptr);
-    measure.take<float>(2 * padded(Dv));
-    auto* buf = reinterpret_cast<float*>(
-        core::ScratchArena::for_this_thread().bytes(measure.used()));
+    float* buf = reinterpret_cast<float*>(
+        core::ScratchArena::for_this_thread().bytes(2 * padded(Dv) * sizeof(float)));
     float *o = buf, *d = buf + padded(Dv);
     for (int64_t i = 0; i < seq.q_len; ++i) {
-      load_row(p.out, b, h, seq.q_start + i, Dv, o);
-      load_row(bp.dout, b, h, seq.q_start + i, Dv, d);
+      const int64_t l = seq.q_start + i;
+      convert_row(core::element_ptr(p.out.data, p.out.dtype, p.out.offset(b, h, l, 0)),
+                  p.out.dtype, p.out.stride[3], Dv, o);
+      convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
+                  bp.dout.dtype, bp.dout.stride[3], Dv, d);
       double sum = 0;  // tiny next to the rest; double keeps delta as exact as out allows
       for (int64_t e = 0; e < Dv; ++e) sum += static_cast<double>(o[e]) * d[e];
       delta[bh * rows + i] = static_cast<float>(sum);
@@ -180,223 +106,380 @@ void store_dense(const std::vector<float>& acc, int copies, int64_t size,
   }
 }
 
-struct Passes {
-  const BackwardProblem& bp;
-  const std::vector<float>& delta;
-
-  const Problem& p() const { return bp.fwd; }
-
-  QueryRow row(int64_t b, int64_t h, int64_t i, float* q, float* dout) const {
-    const Problem& pr = p();
-    const core::Sequence& seq = pr.sequences[b];
-    QueryRow r;
-    r.b = b, r.h = h, r.i = i;
-    r.range = core::visible_keys(pr, seq, i);
-    r.lse = r.range.empty() ? -__builtin_inff() : lse_of(pr, b, h, i);
-    r.delta = delta[(b * pr.heads_q + h) * pr.max_q_rows + i];
-    if (r.lse != -__builtin_inff()) {
-      load_row(pr.q, b, h, seq.q_start + i, pr.head_dim, q);
-      load_row(bp.dout, b, h, seq.q_start + i, pr.value_dim, dout);
-    }
-    r.q = q, r.dout = dout;
-    return r;
-  }
-
-  // dk, dv of keys [j0, j1) of kv head hk, sequence b; with dq_acc ([G·q_rows][D'], flattened
-  // rows r = i·G + g), also these keys' terms of dq, added in; with dmask_acc (a dense array of
-  // the mask's shape), each of their scores' dz. The rows that see the block are taken kRows at
-  // a time, so that each K and V vector loaded serves all of them and each gradient vector is
-  // loaded and stored once per group rather than once per row.
-  void keys(int64_t b, int64_t hk, int64_t j0, int64_t j1, float* dq_acc = nullptr,
-            float* dmask_acc = nullptr) const {
-    const Problem& pr = p();
-    const core::Sequence& seq = pr.sequences[b];
-    const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), nk = j1 - j0, N = lanes();
-    core::Carver measure(nullptr);
-    auto carve = [&](core::Carver& c, float** out) {
-      out[0] = c.take<float>(kKeyBlock * D), out[1] = c.take<float>(kKeyBlock * Dv);
-      out[2] = c.take<float>(kKeyBlock * D), out[3] = c.take<float>(kKeyBlock * Dv);
-      out[4] = c.take<float>(kRows * D), out[5] = c.take<float>(kRows * Dv);
-      out[6] = c.take<float>((5 * kRows + 1) * N);
-    };
-    float* a[7];
-    carve(measure, a);
-    core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
-    carve(carver, a);
-    Block blk{a[0], a[1], a[2], a[3], a[4], a[5], a[6]};
-    std::fill(blk.dk, blk.dk + nk * D, 0.0f);
-    std::fill(blk.dv, blk.dv + nk * Dv, 0.0f);
-    // Keys past kv_len exist in the tensor but nobody sees them: zeros stand in for them.
-    const int64_t existing = std::clamp<int64_t>(seq.kv_len - j0, 0, nk);
-    for (int64_t c = 0; c < existing; ++c) {
-      load_row(pr.k, b, hk, seq.kv_start + j0 + c, pr.head_dim, blk.k + c * D);
-      load_row(pr.v, b, hk, seq.kv_start + j0 + c, pr.value_dim, blk.v + c * Dv);
-    }
-    std::fill(blk.k + existing * D, blk.k + kKeyBlock * D, 0.0f);
-    std::fill(blk.v + existing * Dv, blk.v + kKeyBlock * Dv, 0.0f);
-    const int64_t G = pr.group_size();
-    QueryRow group[kRows];
-    float* dq_rows[kRows];
-    int count = 0;
-    for (int64_t g = 0; g < G && existing > 0; ++g)
-      for (int64_t i = 0; i < seq.q_len; ++i) {
-        const core::KeyRange range = core::visible_keys(pr, seq, i);
-        if (range.lo >= j1 || range.hi <= j0) continue;
-        group[count] = row(b, hk * G + g, i, blk.q + count * D, blk.dout + count * Dv);
-        dq_rows[count] = dq_acc ? dq_acc + (i * G + g) * D : nullptr;
-        if (group[count].lse != -__builtin_inff() && ++count == kRows) {
-          rows_on_keys(group, count, dq_rows, dmask_acc, blk, j0, j1);
-          count = 0;
-        }
-      }
-    if (count > 0) rows_on_keys(group, count, dq_rows, dmask_acc, blk, j0, j1);
-    for (int64_t c = 0; c < nk; ++c) {
-      store_row(blk.dk + c * D, bp.dk, b, hk, seq.kv_start + j0 + c, pr.head_dim);
-      store_row(blk.dv + c * Dv, bp.dv, b, hk, seq.kv_start + j0 + c, pr.value_dim);
-    }
-  }
-
-  // A key block's scratch: K and V rows, their gradient accumulators, a group's q and dout
-  // rows, and per-row vectors of N keys (mask values, s, dp, p, ds, dz).
-  struct Block {
-    float *k, *v, *dk, *dv, *q, *dout, *lanes;
+// The query rows of one (sequence, kv head), packed in tiles of br rows. Rows that see nothing
+// (past q_len, an empty range, lse = -inf) and the padding of the last tile have zero q, dout
+// and delta, an empty range and base 0, so a tile holding one is never interior.
+struct RowTiles {
+  int64_t b = 0, hk = 0, rows = 0, br = 0, tiles = 0;
+  int64_t D = 0, Dv = 0;  // padded to whole vectors
+  // Few rows (at most half a vector, as in a decoder step or a CLS token): lanes of Sᵀ would
+  // go to waste in the products over the head dimension, so Sᵀ and dPᵀ are computed with the
+  // head dimension in the lanes (qk_block), and dQ is kept in the natural layout [br][D].
+  bool few = false;
+  int64_t tile_floats = 0;
+  // Per tile: qt [D][br], dot [Dv][br], qs [br][D], dos [br][Dv], dqt [D][br], base [br],
+  // delta [br]; aligned to whole vectors, kept (and grown) across calls.
+  hwy::AlignedFreeUniquePtr<float[]> data;
+  int64_t capacity = 0;
+  std::vector<int64_t> row_h, row_i;  // [tiles·br]
+  std::vector<KeyRange> range;        // [tiles·br]
+  struct Tile {
+    KeyRange every, some;  // keys every row sees; the span of keys some row sees
+    bool finite = true;    // q and dout rows hold only finite values
   };
+  std::vector<Tile> tile;
 
-  // The terms of `count` rows (padded to kRows with zero rows that see nothing) for the keys
-  // [j0, j1) of the block: dv += p·dout, dk += scale·ds·q, dq (where given) += scale·ds·k, and
-  // the mask gradient (where given) += dz. A zero p or ds is skipped, not multiplied: masked
-  // keys' values never reach the arithmetic.
-  void rows_on_keys(QueryRow* rows, int count, float* const* dq_rows, float* dmask_acc,
-                    const Block& blk, int64_t j0, int64_t j1) const {
-    const Problem& pr = p();
-    const DF df;
-    const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), N = lanes();
-    std::fill(blk.q + count * D, blk.q + kRows * D, 0.0f);
-    std::fill(blk.dout + count * Dv, blk.dout + kRows * Dv, 0.0f);
-    float *mask_buf = blk.lanes, *s = mask_buf + N, *dp = s + kRows * N;
-    float *prob = dp + kRows * N, *ds = prob + kRows * N, *dz = ds + kRows * N;
-    const Operand& dm = bp.dmask_dense;
-    for (int64_t c0 = j0; c0 < j1; c0 += N) {
-      const int64_t n = std::min(N, j1 - c0), c = c0 - j0;
-      qk_block<kRows>(blk.q, D, D / N, blk.k + c * D, D, n, s, N);
-      qk_block<kRows>(blk.dout, Dv, Dv / N, blk.v + c * Dv, Dv, n, dp, N);
-      for (int r = 0; r < kRows; ++r) {
-        if (r < count && rows[r].sees(c0, c0 + n)) {
-          scores_to_gradients(pr, rows[r], s + r * N, dp + r * N, c0, n, mask_buf, prob + r * N,
-                              ds + r * N, dmask_acc ? dz + r * N : nullptr);
-          if (dmask_acc)
-            for (int64_t x = 0; x < n; ++x)
-              dmask_acc[dm.offset(rows[r].b, rows[r].h, rows[r].i, c0 + x)] += dz[r * N + x];
-        } else {
-          std::fill(prob + r * N, prob + (r + 1) * N, 0.0f);
-          std::fill(ds + r * N, ds + (r + 1) * N, 0.0f);
+  float* qt(int64_t t) { return data.get() + t * tile_floats; }
+  float* dot(int64_t t) { return qt(t) + D * br; }
+  float* qs(int64_t t) { return dot(t) + Dv * br; }
+  float* dos(int64_t t) { return qs(t) + br * D; }
+  float* dqt(int64_t t) { return dos(t) + br * Dv; }
+  float* base(int64_t t) { return dqt(t) + D * br; }
+  float* delta(int64_t t) { return base(t) + br; }
+
+  void pack(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b_,
+            int64_t hk_) {
+    const Problem& p = bp.fwd;
+    const core::Sequence& seq = p.sequences[b_];
+    const int64_t G = p.group_size(), N = lanes();
+    b = b_, hk = hk_, rows = seq.q_rows * G;
+    br = rows <= N ? N : rows <= 2 * N ? 2 * N : 4 * N;
+    tiles = (rows + br - 1) / br;
+    few = 2 * rows <= N;
+    D = padded(p.head_dim), Dv = padded(p.value_dim);
+    tile_floats = br * (3 * D + 2 * Dv + 2);
+    if (tiles * tile_floats > capacity)
+      capacity = tiles * tile_floats, data = hwy::AllocateAligned<float>(capacity);
+    std::fill(data.get(), data.get() + tiles * tile_floats, 0.0f);
+    row_h.assign(tiles * br, 0), row_i.assign(tiles * br, 0);
+    range.assign(tiles * br, KeyRange{});
+    tile.assign(tiles, Tile{});
+    std::vector<float> q(D), dout(Dv);
+    for (int64_t t = 0; t < tiles; ++t) {
+      Tile& info = tile[t];
+      info.every = {0, seq.kv_len}, info.some = {seq.kv_len, 0};
+      for (int64_t x = 0; x < br; ++x) {
+        const int64_t r = t * br + x, i = r / G, h = hk * G + r % G;
+        KeyRange seen;
+        if (r < rows) {
+          row_h[r] = h, row_i[r] = i;
+          seen = core::visible_keys(p, seq, i);
+          if (!seen.empty() && lse_of(p, b, h, i) == -__builtin_inff()) seen = {};
         }
-      }
-      for (int64_t x = 0; x < n; ++x) {
-        add_rows(prob, x, blk.dout, Dv, 1.0f, blk.dv + (c + x) * Dv);
-        add_rows(ds, x, blk.q, D, pr.scale, blk.dk + (c + x) * D);
-      }
-      for (int r = 0; r < count; ++r) {
-        if (!dq_rows[r]) continue;
-        for (int64_t j = 0; j < D; j += N) {
-          VF acc = hn::LoadU(df, dq_rows[r] + j);
-          for (int64_t x = 0; x < n; ++x) {
-            const float w = ds[r * N + x];
-            if (w == 0) continue;
-            acc = hn::MulAdd(hn::Set(df, pr.scale * w), hn::Load(df, blk.k + (c + x) * D + j), acc);
-          }
-          hn::StoreU(acc, df, dq_rows[r] + j);
+        range[r] = seen;
+        info.every = {std::max(info.every.lo, seen.lo), std::min(info.every.hi, seen.hi)};
+        if (seen.empty()) {
+          info.every = {};
+          continue;
         }
+        info.some = {std::min(info.some.lo, seen.lo), std::max(info.some.hi, seen.hi)};
+        const int64_t l = seq.q_start + i;
+        convert_row(core::element_ptr(p.q.data, p.q.dtype, p.q.offset(b, h, l, 0)), p.q.dtype,
+                    p.q.stride[3], p.head_dim, q.data());
+        convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
+                    bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout.data());
+        for (int64_t d = 0; d < p.head_dim; ++d) {
+          const float x_d = p.scale * q[d];
+          qt(t)[d * br + x] = qs(t)[x * D + d] = x_d;
+          info.finite &= std::isfinite(x_d);
+        }
+        for (int64_t e = 0; e < p.value_dim; ++e) {
+          dot(t)[e * br + x] = dos(t)[x * Dv + e] = dout[e];
+          info.finite &= std::isfinite(dout[e]);
+        }
+        base(t)[x] = lse_of(p, b, h, i);
+        delta(t)[x] = deltas[(b * p.heads_q + h) * p.max_q_rows + i];
       }
     }
   }
 
-  // acc[0 .. width) += scale · Σ_r weight[r][x] · rows[r][0 .. width), skipping zero weights.
-  static void add_rows(const float* weight, int64_t x, const float* rows, int64_t width,
-                       float scale, float* acc) {
-    const DF df;
-    const int64_t N = lanes();
-    bool any = false;
-    for (int r = 0; r < kRows; ++r) any |= weight[r * N + x] != 0;
-    if (!any) return;
-    for (int64_t j = 0; j < width; j += N) {
-      VF a = hn::Load(df, acc + j);
-      for (int r = 0; r < kRows; ++r) {
-        const float w = weight[r * N + x];
-        if (w != 0) a = hn::MulAdd(hn::Set(df, scale * w), hn::Load(df, rows + r * width + j), a);
-      }
-      hn::Store(a, df, acc + j);
+  // dq of tile t's rows: scale · dQᵀ, transposed.
+  void store_dq(const BackwardProblem& bp, int64_t t, float* row) {
+    const Problem& p = bp.fwd;
+    for (int64_t x = 0; x < br && t * br + x < rows; ++x) {
+      const int64_t r = t * br + x;
+      for (int64_t d = 0; d < p.head_dim; ++d)
+        row[d] = p.scale * (few ? dqt(t)[x * D + d] : dqt(t)[d * br + x]);
+      store_row(row, bp.dq, b, row_h[r], p.sequences[b].q_start + row_i[r], p.head_dim);
     }
-  }
-
-  // Every gradient of kv head hk of sequence b in one pass over its key blocks: dq accumulates
-  // across the blocks in key order, the order the queries pass sums in, so the bits match; the
-  // mask gradient (when dmask_acc is given) in the order of the key blocks.
-  void head(int64_t b, int64_t hk, float* dmask_acc) const {
-    const Problem& pr = p();
-    const core::Sequence& seq = pr.sequences[b];
-    const int64_t D = padded(pr.head_dim), rows = seq.q_rows * pr.group_size();
-    thread_local std::vector<float> dq;  // reused across items and calls
-    dq.assign(rows * D, 0.0f);
-    for (int64_t j0 = 0; j0 < seq.kv_rows; j0 += kKeyBlock)
-      keys(b, hk, j0, std::min(seq.kv_rows, j0 + kKeyBlock), dq.data(), dmask_acc);
-    for (int64_t r = 0; r < rows; ++r)
-      store_row(dq.data() + r * D, bp.dq, b, hk * pr.group_size() + r % pr.group_size(),
-                seq.q_start + r / pr.group_size(), pr.head_dim);
-  }
-
-  // dq of the flattened rows [r0, r1) (r = i·G + g) of kv head hk, sequence b; and, when
-  // dmask_acc is given, each score's dz added into it (a dense array of the mask's shape).
-  void queries(int64_t b, int64_t hk, int64_t r0, int64_t r1, float* dmask_acc) const {
-    const Problem& pr = p();
-    const core::Sequence& seq = pr.sequences[b];
-    const int64_t D = padded(pr.head_dim), Dv = padded(pr.value_dim), N = lanes();
-    const int64_t G = pr.group_size(), rows = r1 - r0;
-    auto carve = [&](core::Carver& c, float** out) {
-      out[0] = c.take<float>(kRowBlock * D), out[1] = c.take<float>(kRowBlock * Dv);
-      out[2] = c.take<float>(kRowBlock * D), out[3] = c.take<float>(N * D);
-      out[4] = c.take<float>(N * Dv), out[5] = c.take<float>(4 * N);
-      out[6] = c.take<float>(N);
-    };
-    float* a[7];
-    core::Carver measure(nullptr);
-    carve(measure, a);
-    core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
-    carve(carver, a);
-    float *q = a[0], *dout = a[1], *dq = a[2], *kb = a[3], *vb = a[4];
-    float *mask_buf = a[5], *prob = a[5] + N, *ds = a[5] + 2 * N, *dz = a[6];
-    const Operand& dm = bp.dmask_dense;
-    std::fill(dq, dq + rows * D, 0.0f);
-    QueryRow r[kRowBlock];
-    int64_t lo = seq.kv_len, hi = 0;
-    for (int64_t x = 0; x < rows; ++x) {
-      const int64_t flat = r0 + x;
-      r[x] = row(b, hk * G + flat % G, flat / G, q + x * D, dout + x * Dv);
-      if (r[x].lse == -__builtin_inff() || r[x].range.empty()) continue;
-      lo = std::min(lo, r[x].range.lo), hi = std::max(hi, r[x].range.hi);
-    }
-    for (int64_t c0 = lo; c0 < hi; c0 += N) {
-      const int64_t n = std::min(N, hi - c0);
-      for (int64_t c = 0; c < n; ++c) {
-        load_row(pr.k, b, hk, seq.kv_start + c0 + c, pr.head_dim, kb + c * D);
-        load_row(pr.v, b, hk, seq.kv_start + c0 + c, pr.value_dim, vb + c * Dv);
-      }
-      std::fill(kb + n * D, kb + N * D, 0.0f);
-      std::fill(vb + n * Dv, vb + N * Dv, 0.0f);
-      for (int64_t x = 0; x < rows; ++x) {
-        if (!r[x].sees(c0, c0 + n)) continue;
-        block_gradients(pr, r[x], kb, D, vb, Dv, c0, n, mask_buf, prob, ds,
-                        dmask_acc ? dz : nullptr);
-        for (int64_t c = 0; c < n; ++c)
-          if (ds[c] != 0) axpy(pr.scale * ds[c], kb + c * D, D / N, dq + x * D);
-        if (dmask_acc)
-          for (int64_t c = 0; c < n; ++c) dmask_acc[dm.offset(b, r[x].h, r[x].i, c0 + c)] += dz[c];
-      }
-    }
-    for (int64_t x = 0; x < rows; ++x)
-      store_row(dq + x * D, bp.dq, b, r[x].h, seq.q_start + r[x].i, pr.head_dim);
   }
 };
+
+// One block of keys [c0, c0 + nk) of a kv head: K and V as f32 rows (in place when they are),
+// whether they hold only finite values, and (keys pass) the block's dK and dV sums.
+struct KeyBlock {
+  int64_t c0 = 0, nk = 0;
+  const float *k = nullptr, *v = nullptr;
+  int64_t ldk = 0, ldv = 0;
+  bool finite = true;
+  float *dk = nullptr, *dv = nullptr;  // [nk][D'], [nk][Dv']
+};
+
+// A thread's scratch for one tile pair, sized for br rows and a block of keys.
+struct PairScratch {
+  float *st, *dpt, *slope, *mask_t, *lo, *hi, *row_buf, *kbuf, *vbuf, *dk, *dv, *sums;
+
+  void carve(core::Carver& c, const Problem& p, int64_t br) {
+    const int64_t K = kKeyBlock, D = padded(p.head_dim), Dv = padded(p.value_dim);
+    st = c.take<float>(K * br), dpt = c.take<float>(K * br), slope = c.take<float>(K * br);
+    mask_t = c.take<float>(K * br), lo = c.take<float>(br), hi = c.take<float>(br);
+    row_buf = c.take<float>(std::max({K, D, Dv})), kbuf = c.take<float>(K * D);
+    vbuf = c.take<float>(K * Dv), dk = c.take<float>(K * D), dv = c.take<float>(K * Dv);
+    sums = c.take<float>(8 * lanes());
+  }
+  static PairScratch for_this_thread(const Problem& p, int64_t br) {
+    PairScratch s;
+    core::Carver measure(nullptr);
+    s.carve(measure, p, br);
+    core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
+    s.carve(carver, p, br);
+    return s;
+  }
+};
+
+// Rows c0 .. c0+nk of K or V of (b, hk) as f32: in place, or converted into buf. Rows that
+// are only broadcast from need no padding; `whole_vectors` asks for rows of whole vectors,
+// padded with zeros, for the few-rows layout's vector loads.
+const float* block_rows(const Problem& p, const Operand& t, int64_t b, int64_t hk, int64_t width,
+                        int64_t c0, int64_t nk, bool whole_vectors, float* buf, int64_t& ld) {
+  const int64_t off = t.offset(b, hk, p.sequences[b].kv_start + c0, 0);
+  ld = whole_vectors ? padded(width) : width;
+  if (t.dtype == DType::kF32 && t.stride[3] == 1 && ld == width) {
+    ld = t.stride[2];
+    return static_cast<const float*>(t.data) + off;
+  }
+  for (int64_t c = 0; c < nk; ++c) {
+    convert_row(core::element_ptr(t.data, t.dtype, off + c * t.stride[2]), t.dtype, t.stride[3],
+                width, buf + c * ld);
+    std::fill(buf + c * ld + width, buf + (c + 1) * ld, 0.0f);
+  }
+  return buf;
+}
+
+KeyBlock load_block(const Problem& p, const RowTiles& rt, int64_t c0, const PairScratch& s,
+                    bool with_sums) {
+  const int64_t b = rt.b, hk = rt.hk;
+  KeyBlock kb;
+  kb.c0 = c0, kb.nk = std::min(kKeyBlock, p.sequences[b].kv_len - c0);
+  kb.k = block_rows(p, p.k, b, hk, p.head_dim, c0, kb.nk, rt.few, s.kbuf, kb.ldk);
+  kb.v = block_rows(p, p.v, b, hk, p.value_dim, c0, kb.nk, rt.few, s.vbuf, kb.ldv);
+  kb.finite = all_finite(kb.k, kb.ldk, kb.nk, p.head_dim) &&
+              all_finite(kb.v, kb.ldv, kb.nk, p.value_dim);
+  if (with_sums) {
+    kb.dk = s.dk, kb.dv = s.dv;
+    std::fill(kb.dk, kb.dk + kb.nk * padded(p.head_dim), 0.0f);
+    std::fill(kb.dv, kb.dv + kb.nk * padded(p.value_dim), 0.0f);
+  }
+  return kb;
+}
+
+void store_block(const BackwardProblem& bp, int64_t b, int64_t hk, const KeyBlock& kb) {
+  const Problem& p = bp.fwd;
+  const int64_t start = p.sequences[b].kv_start + kb.c0;
+  for (int64_t c = 0; c < kb.nk; ++c) {
+    store_row(kb.dk + c * padded(p.head_dim), bp.dk, b, hk, start + c, p.head_dim);
+    store_row(kb.dv + c * padded(p.value_dim), bp.dv, b, hk, start + c, p.value_dim);
+  }
+}
+
+// Keys past kv_len exist in the tensor but nobody sees them: their gradients are 0.
+void zero_unseen_keys(const BackwardProblem& bp, int64_t b, int64_t hk, float* zeros) {
+  const Problem& p = bp.fwd;
+  const core::Sequence& seq = p.sequences[b];
+  std::fill(zeros, zeros + std::max(p.head_dim, p.value_dim), 0.0f);
+  for (int64_t j = seq.kv_len; j < seq.kv_rows; ++j) {
+    store_row(zeros, bp.dk, b, hk, seq.kv_start + j, p.head_dim);
+    store_row(zeros, bp.dv, b, hk, seq.kv_start + j, p.value_dim);
+  }
+}
+
+// Out[j][·] += Σ_i A(j, i)·B[i][·] over `vecs` vectors of B's rows, four at a time;
+// A(j, i) = a[j·a_col + i·a_depth].
+template <Skip kSkip>
+void add_products(const float* a, int64_t a_col, const float* b, int64_t ldb, int64_t ncols,
+                  int64_t depth, float* out, int64_t ldo, int64_t vecs, int64_t a_depth = 1) {
+  const int64_t N = lanes();
+  for (int64_t v0 = 0; v0 < vecs; v0 += 4) {
+    const float* bv = b + v0 * N;
+    float* ov = out + v0 * N;
+    switch (std::min<int64_t>(4, vecs - v0)) {
+      case 4: broadcast_tile<4, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
+      case 3: broadcast_tile<3, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
+      case 2: broadcast_tile<2, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
+      default: broadcast_tile<1, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
+    }
+  }
+}
+
+// Outᵀ[c][r] = Σ_d X[r][d]·Y[c][d] for the rows r < rows (at most 8) of a few-rows tile (X
+// = scaled Q and Y = K for the scores, X = dout and Y = V for dP), with the head dimension in
+// the lanes, N keys at a time; the rows of X and Y are ld whole vectors.
+void few_rows_products(const float* x, int64_t ld, int64_t rows, int64_t br, const float* y,
+                       int64_t ldy, int64_t nk, float* sums, float* out) {
+  const int64_t N = lanes();
+  for (int64_t c0 = 0; c0 < nk; c0 += N) {
+    const int64_t n = std::min(N, nk - c0);
+    const float* yc = y + c0 * ldy;
+    if (rows <= 1) qk_block<1>(x, ld, ld / N, yc, ldy, n, sums, N);
+    else if (rows <= 2) qk_block<2>(x, ld, ld / N, yc, ldy, n, sums, N);
+    else if (rows <= 4) qk_block<4>(x, ld, ld / N, yc, ldy, n, sums, N);
+    else qk_block<8>(x, ld, ld / N, yc, ldy, n, sums, N);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < n; ++c) out[(c0 + c) * br + r] = sums[r * N + c];
+  }
+}
+
+// s -> cap·tanh(s / cap), and slope = d cap·tanh(s / cap) / ds = 1 - tanh², computed as
+// 4u / (1 + u)² with u = e^(-2|x|): no cancellation where tanh saturates.
+void softcap_with_slope(float* st, float* slope, int64_t n, float cap) {
+  const DF df;
+  const VF c = hn::Set(df, cap), inv = hn::Set(df, 1.0f / cap), one = hn::Set(df, 1.0f);
+  for (int64_t i = 0; i < n; i += lanes()) {
+    const VF x = hn::Mul(hn::Load(df, st + i), inv);
+    const VF u = VectorExp(df, hn::Mul(hn::Abs(x), hn::Set(df, -2.0f)));
+    const VF one_u = hn::Add(one, u);
+    hn::Store(hn::Div(hn::Mul(hn::Set(df, 4.0f), u), hn::Mul(one_u, one_u)), df, slope + i);
+    hn::Store(hn::Mul(c, hn::Tanh(df, x)), df, st + i);
+  }
+}
+
+// From the scores z (Sᵀ, masked) and dPᵀ of a tile: Sᵀ becomes p = e^(z - lse) and dPᵀ becomes
+// ds = p·(dp - delta)·slope, 0 for keys a row does not see (z = -inf) whatever dp is. dz, the
+// gradient of the mask-added score p·(dp - delta), goes to dz_out when asked for.
+// A probability is at most 1, but the recomputed score and the forward's lse each carry an f32
+// rounding of |z|·2^-24 (and their key sums differ in order), so e^(z - lse) can exceed it: by
+// a factor e^(1e23) for scores near 1e30. Capping it keeps gradients finite; NaN stays.
+template <int kVecs>
+void probabilities_and_gradients(float* st, float* dpt, const float* slope, const float* base,
+                                 const float* delta, int64_t br, int64_t nk, float* dz_out) {
+  const DF df;
+  const int64_t N = lanes();
+  const VF neg_inf = hn::Set(df, -__builtin_inff()), one = hn::Set(df, 1.0f);
+  VF b[kVecs], d[kVecs];
+  for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(df, base + v * N), d[v] = hn::Load(df, delta + v * N);
+  for (int64_t c = 0; c < nk; ++c)
+    for (int v = 0; v < kVecs; ++v) {
+      const int64_t at = c * br + v * N;
+      const VF z = hn::Load(df, st + at);
+      VF prob = VectorExp(df, hn::Sub(z, b[v]));
+      prob = hn::IfThenElse(hn::Gt(prob, one), one, prob);
+      const VF dz = hn::IfThenElseZero(hn::Ne(z, neg_inf),
+                                       hn::Mul(prob, hn::Sub(hn::Load(df, dpt + at), d[v])));
+      hn::Store(prob, df, st + at);
+      hn::Store(slope ? hn::Mul(dz, hn::Load(df, slope + at)) : dz, df, dpt + at);
+      if (dz_out) hn::Store(dz, df, dz_out + at);
+    }
+}
+
+// What to compute for a tile pair: the block's dK and dV sums, the tile's dQᵀ, the mask
+// gradient (dz added into dmask, a dense array of the mask's shape).
+struct Want {
+  bool keys = false, queries = false;
+  float* dmask = nullptr;
+};
+
+// Everything tile t of `rt` contributes with key block kb (see the file comment).
+template <int kVecs>
+void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBlock& kb,
+               const PairScratch& s, const Want& want) {
+  const Problem& p = bp.fwd;
+  const RowTiles::Tile& info = rt.tile[t];
+  const int64_t c0 = kb.c0, c1 = c0 + kb.nk, nk = kb.nk, br = rt.br;
+  if (info.some.lo >= c1 || info.some.hi <= c0) return;
+  const bool boundary = p.mask.present() || c0 < info.every.lo || c1 > info.every.hi;
+  const int64_t D = rt.D, Dv = rt.Dv, N = lanes();
+  const int64_t rows = std::min(br, rt.rows - t * br);  // the rest of the tile is padding
+
+  if (rt.few) few_rows_products(rt.qs(t), D, rows, br, kb.k, kb.ldk, nk, s.sums, s.st);
+  else broadcast_tile<kVecs, Start::kZero>(kb.k, kb.ldk, 1, rt.qt(t), br, nk, p.head_dim, nullptr,
+                                           s.st, br);
+  const bool capped = p.softcap > 0;
+  if (capped) softcap_with_slope(s.st, s.slope, nk * br, p.softcap);
+  const bool dmask = want.dmask && p.mask.present();
+  if (boundary) {
+    for (int64_t x = 0; x < br; ++x) {
+      const KeyRange r = rt.range[t * br + x];
+      s.lo[x] = static_cast<float>(std::clamp<int64_t>(r.lo - c0, -1, nk + 1));
+      s.hi[x] = static_cast<float>(std::clamp<int64_t>(r.hi - c0, -1, nk + 1));
+      if (r.empty()) s.lo[x] = s.hi[x] = 0;
+    }
+    range_mask_tile<kVecs>(s.st, br, nk, s.lo, s.hi);
+    if (p.mask.present()) {
+      gather_mask_tile(p.mask, rt.b, &rt.row_h[t * br], &rt.row_i[t * br], rows, br, c0, nk,
+                       s.mask_t, s.row_buf);
+      const DF df;
+      for (int64_t i = 0; i < nk * br; i += N)
+        hn::Store(apply_mask(df, hn::Load(df, s.st + i), hn::Load(df, s.mask_t + i)), df, s.st + i);
+    }
+  }
+  if (rt.few) few_rows_products(rt.dos(t), Dv, rows, br, kb.v, kb.ldv, nk, s.sums, s.dpt);
+  else broadcast_tile<kVecs, Start::kZero>(kb.v, kb.ldv, 1, rt.dot(t), br, nk, p.value_dim,
+                                           nullptr, s.dpt, br);
+  probabilities_and_gradients<kVecs>(s.st, s.dpt, capped ? s.slope : nullptr, rt.base(t),
+                                     rt.delta(t), br, nk, dmask ? s.mask_t : nullptr);
+  if (dmask) {
+    const Operand& dm = bp.dmask_dense;
+    for (int64_t x = 0; x < br; ++x) {
+      const int64_t r = t * br + x;
+      if (rt.range[r].empty()) continue;
+      float* row = want.dmask + dm.offset(rt.b, rt.row_h[r], rt.row_i[r], c0);
+      for (int64_t c = 0; c < nk; ++c) row[c * dm.stride[3]] += s.mask_t[c * br + x];
+    }
+  }
+  // Unseen keys have p = ds = 0; where a tile's rows or the block's keys hold Inf or NaN,
+  // the zero terms are skipped rather than multiplied.
+  // The padding rows' terms are zero: the sums over rows stop at the tile's last real row.
+  if (want.keys) {
+    if (boundary && !info.finite) {
+      add_products<Skip::kZeroA>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
+      add_products<Skip::kZeroA>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
+    } else {
+      add_products<Skip::kNone>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
+      add_products<Skip::kNone>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
+    }
+  }
+  if (want.queries && rt.few) {  // dQ[r][·] += Σ_c dSᵀ[c][r]·K[c][·]
+    if (boundary && !kb.finite)
+      add_products<Skip::kZeroA>(s.dpt, 1, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N, br);
+    else
+      add_products<Skip::kNone>(s.dpt, 1, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N, br);
+  } else if (want.queries) {
+    if (boundary && !kb.finite)
+      broadcast_tile<kVecs, Start::kLoad, Skip::kZeroB>(kb.k, 1, kb.ldk, s.dpt, br, p.head_dim,
+                                                         nk, nullptr, rt.dqt(t), br);
+    else
+      broadcast_tile<kVecs, Start::kLoad>(kb.k, 1, kb.ldk, s.dpt, br, p.head_dim, nk, nullptr,
+                                          rt.dqt(t), br);
+  }
+}
+
+// Calls fn(integral_constant<int, vecs>) for a tile of br rows.
+template <class Fn>
+void with_row_vecs(int64_t br, const Fn& fn) {
+  const int64_t vecs = br / lanes();
+  if (vecs == 1) fn(std::integral_constant<int, 1>());
+  else if (vecs == 2) fn(std::integral_constant<int, 2>());
+  else fn(std::integral_constant<int, 4>());
+}
+
+// Every gradient of one (sequence, kv head), on one thread.
+void head(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b, int64_t hk,
+          float* dmask) {
+  const Problem& p = bp.fwd;
+  thread_local RowTiles rt;  // reused across items and calls
+  rt.pack(bp, deltas, b, hk);
+  const PairScratch s = PairScratch::for_this_thread(p, rt.br);
+  with_row_vecs(rt.br, [&](auto vecs) {
+    for (int64_t c0 = 0; c0 < p.sequences[b].kv_len; c0 += kKeyBlock) {
+      const KeyBlock kb = load_block(p, rt, c0, s, true);
+      for (int64_t t = 0; t < rt.tiles; ++t)
+        tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {true, true, dmask});
+      store_block(bp, b, hk, kb);
+    }
+  });
+  zero_unseen_keys(bp, b, hk, s.row_buf);
+  for (int64_t t = 0; t < rt.tiles; ++t) rt.store_dq(bp, t, s.row_buf);
+}
 
 }  // namespace
 
@@ -404,7 +487,6 @@ void Backward(const BackwardProblem& bp) {
   const Problem& p = bp.fwd;
   const int threads = core::resolve_threads(p.num_threads);
   const std::vector<float> delta = row_deltas(bp, threads);
-  const Passes passes{bp, delta};
 
   // The mask gradient. When no two rows share a mask row, every element has one writer (the
   // item owning the row); when the mask broadcasts over b, h or i, each thread sums into its own
@@ -413,45 +495,61 @@ void Backward(const BackwardProblem& bp) {
   const int copies = shared ? threads : 1;
   std::vector<float> acc(dmask ? copies * bp.dmask_size : 0, 0.0f);
   auto dmask_of = [&](int t) { return dmask ? acc.data() + (shared ? t : 0) * bp.dmask_size : nullptr; };
+  const int64_t heads = p.batch * p.heads_kv;
 
-  // Enough kv heads to keep the threads busy: one pass per head. Otherwise the keys and
-  // queries passes, which split the heads further.
-  if (p.batch * p.heads_kv >= threads) {
-    auto item = [&](int64_t n, int t) { passes.head(n / p.heads_kv, n % p.heads_kv, dmask_of(t)); };
-    if (shared) core::parallel_for_static(p.batch * p.heads_kv, threads, item);
-    else core::parallel_for(p.batch * p.heads_kv, threads, [&](int64_t n) { item(n, 0); });
+  // Enough kv heads to keep the threads busy: one per thread at a time.
+  if (heads >= threads) {
+    auto item = [&](int64_t n, int t) { head(bp, delta, n / p.heads_kv, n % p.heads_kv, dmask_of(t)); };
+    if (shared) core::parallel_for_static(heads, threads, item);
+    else core::parallel_for(heads, threads, [&](int64_t n) { item(n, 0); });
     if (dmask) store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
     return;
   }
+  // Otherwise the same pairs in two passes that split the heads further: per key block (dK,
+  // dV), then per tile (dQ and the mask gradient).
+  std::vector<RowTiles> all(heads);
+  core::parallel_for(heads, threads,
+                     [&](int64_t n) { all[n].pack(bp, delta, n / p.heads_kv, n % p.heads_kv); });
   struct Item {
-    int64_t b, hk, begin, end;
+    int64_t head, index;
   };
-  std::vector<Item> keys, queries;
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t hk = 0; hk < p.heads_kv; ++hk) {
-      const int64_t kv_rows = p.sequences[b].kv_rows;
-      for (int64_t j0 = 0; j0 < kv_rows; j0 += kKeyBlock)
-        keys.push_back({b, hk, j0, std::min(kv_rows, j0 + kKeyBlock)});
-      const int64_t rows = p.sequences[b].q_rows * p.group_size();
-      for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock)
-        queries.push_back({b, hk, r0, std::min(rows, r0 + kRowBlock)});
-    }
-  core::parallel_for(static_cast<int64_t>(keys.size()), threads, [&](int64_t n) {
-    const Item& w = keys[n];
-    passes.keys(w.b, w.hk, w.begin, w.end);
-  });
-  if (!dmask) {
-    core::parallel_for(static_cast<int64_t>(queries.size()), threads, [&](int64_t n) {
-      const Item& w = queries[n];
-      passes.queries(w.b, w.hk, w.begin, w.end, nullptr);
-    });
-    return;
+  std::vector<Item> blocks, tiles;
+  for (int64_t n = 0; n < heads; ++n) {
+    for (int64_t c0 = 0; c0 < p.sequences[n / p.heads_kv].kv_len; c0 += kKeyBlock)
+      blocks.push_back({n, c0});
+    for (int64_t t = 0; t < all[n].tiles; ++t) tiles.push_back({n, t});
   }
-  core::parallel_for_static(static_cast<int64_t>(queries.size()), threads, [&](int64_t n, int t) {
-    const Item& w = queries[n];
-    passes.queries(w.b, w.hk, w.begin, w.end, dmask_of(t));
+  core::parallel_for(static_cast<int64_t>(blocks.size()), threads, [&](int64_t i) {
+    RowTiles& rt = all[blocks[i].head];
+    const PairScratch s = PairScratch::for_this_thread(p, rt.br);
+    const KeyBlock kb = load_block(p, rt, blocks[i].index, s, true);
+    with_row_vecs(rt.br, [&](auto vecs) {
+      for (int64_t t = 0; t < rt.tiles; ++t)
+        tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {true, false, nullptr});
+    });
+    store_block(bp, rt.b, rt.hk, kb);
   });
-  store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
+  auto tile_item = [&](int64_t i, int thread) {
+    RowTiles& rt = all[tiles[i].head];
+    const int64_t t = tiles[i].index;
+    const PairScratch s = PairScratch::for_this_thread(p, rt.br);
+    with_row_vecs(rt.br, [&](auto vecs) {
+      for (int64_t c0 = 0; c0 < p.sequences[rt.b].kv_len; c0 += kKeyBlock) {
+        const KeyBlock kb = load_block(p, rt, c0, s, false);
+        tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {false, true, dmask_of(thread)});
+      }
+    });
+    rt.store_dq(bp, t, s.row_buf);
+    if (t == 0) zero_unseen_keys(bp, rt.b, rt.hk, s.row_buf);
+  };
+  if (shared) core::parallel_for_static(static_cast<int64_t>(tiles.size()), threads, tile_item);
+  else core::parallel_for(static_cast<int64_t>(tiles.size()), threads, [&](int64_t i) { tile_item(i, 0); });
+  if (dmask) store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
+}
+
+std::string BackwardTiles() {
+  return "backward up to " + std::to_string(4 * lanes()) + " query rows x " +
+         std::to_string(kKeyBlock) + " keys per tile pair";
 }
 
 }  // namespace xattn::kernels::HWY_NAMESPACE
@@ -461,8 +559,10 @@ HWY_AFTER_NAMESPACE();
 namespace xattn::kernels {
 
 HWY_EXPORT(Backward);
+HWY_EXPORT(BackwardTiles);
 
 void run_backward(const core::BackwardProblem& p) { HWY_DYNAMIC_DISPATCH(Backward)(p); }
+std::string dispatched_backward_tiles() { return HWY_DYNAMIC_DISPATCH(BackwardTiles)(); }
 
 }  // namespace xattn::kernels
 #endif

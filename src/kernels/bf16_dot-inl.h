@@ -7,7 +7,7 @@
 //
 // Highway 1.0.3 has no op for this instruction, so the kernel is written with intrinsics for
 // the AVX3 targets and enabled only when the CPU reports avx512bf16 (kHaveBf16Dot is false on
-// every other target).
+// every other target) and its profile says they outrun f32 FMAs (core/cpu_profile.h).
 //
 // Layouts (a pair is one uint32, low half = the even element):
 //   Qp  [D/2][Br]   query pairs along d, unscaled
@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/cpu_profile.h"
 #include "hwy/highway.h"
 #include "kernels/tile_kernels-inl.h"
 
@@ -166,6 +167,9 @@ void pair_dot_tile(const uint32_t*, int64_t, PairColumns, int64_t, int64_t, cons
 inline void pack_probability_pairs(const float*, int64_t, int64_t, uint32_t*) {}
 inline void pack_value_pairs(const uint16_t*, int64_t, int64_t, int64_t, uint32_t*, int64_t) {}
 #endif
+
+// Whether a call uses them: the CPU has them and its profile (or a test) wants them.
+inline bool use_bf16_dot() { return cpu_has_bf16_dot() && core::bf16_dot_wanted(); }
 
 }  // namespace xattn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();

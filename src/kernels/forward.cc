@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/convert.h"
@@ -275,7 +276,16 @@ void VectorExpArray(const float* in, float* out, int64_t n) {
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
-bool UsesBf16Dot() { return kHaveBf16Dot && cpu_has_bf16_dot(); }
+std::string ForwardTiles() {
+  const int64_t N = lanes();
+  return "forward " + std::to_string(kMaxRowVecs * N) + " query rows x " +
+         std::to_string(kKeysPerTile) + " keys per tile, products in " +
+         std::to_string(kMaxRowVecs) + "x" + std::to_string(columns_per_block<kMaxRowVecs>()) +
+         " blocks of " + std::to_string(N) + "-lane vectors (decoder steps: head dimension in " +
+         "the lanes)";
+}
+
+bool HasBf16Dot() { return kHaveBf16Dot && cpu_has_bf16_dot(); }
 
 }  // namespace xattn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -286,14 +296,16 @@ namespace xattn::kernels {
 HWY_EXPORT(Forward);
 HWY_EXPORT(VectorExpArray);
 HWY_EXPORT(TargetName);
-HWY_EXPORT(UsesBf16Dot);
+HWY_EXPORT(HasBf16Dot);
+HWY_EXPORT(ForwardTiles);
 
 void run_forward(const core::Problem& p) { HWY_DYNAMIC_DISPATCH(Forward)(p); }
 void vector_exp(const float* in, float* out, int64_t n) {
   HWY_DYNAMIC_DISPATCH(VectorExpArray)(in, out, n);
 }
 const char* dispatched_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
-bool dispatched_bf16_dot_products() { return HWY_DYNAMIC_DISPATCH(UsesBf16Dot)(); }
+std::string dispatched_forward_tiles() { return HWY_DYNAMIC_DISPATCH(ForwardTiles)(); }
+bool dispatched_bf16_dot_available() { return HWY_DYNAMIC_DISPATCH(HasBf16Dot)(); }
 
 }  // namespace xattn::kernels
 #endif

@@ -1,4 +1,6 @@
 #pragma once
+
+#include <string>
 // The kernels' entry points. Each dispatches once, here, to the best SIMD target (Highway).
 
 #include <cstdint>
@@ -17,6 +19,8 @@ void vector_exp(const float* in, float* out, int64_t n);
 const char* dispatched_target_name();
 
 // Whether that target uses AVX-512 BF16 dot products for bf16 inputs on this CPU.
-bool dispatched_bf16_dot_products();
+bool dispatched_bf16_dot_available();
+// The dispatched target's tile shapes, in words.
+std::string dispatched_forward_tiles();
 
 }  // namespace xattn::kernels

@@ -133,34 +133,9 @@ struct RowLanes {
     }
   }
 
-  // The dense mask: its rows (row-major in memory) are gathered into a tile laid out like St,
-  // then applied a vector at a time. An f32 mask with adjacent keys is read in place, a block
-  // of keys at a time so that the rows' lines and the tile's stay in L1 (a learned bias, as in
-  // CrossFormer's groups, is one on every tile); other masks are converted a row at a time.
   static void mask_tile(ItemState& s, int64_t c0, int64_t nk) {
-    if (s.rows < s.br) std::fill(s.mask_t, s.mask_t + nk * s.br, 0.0f);  // padding rows
-    const core::Operand& m = s.p->mask;
-    // Mask rows read in place, a block of keys at a time: element -> additive value.
-    const auto transpose = [&](const auto* base, const auto& value) {
-      constexpr int64_t kBlock = 16;
-      for (int64_t b0 = 0; b0 < nk; b0 += kBlock)
-        for (int64_t r = 0; r < s.rows; ++r) {
-          const auto* row = base + m.offset(s.b, s.row_h[r], s.row_i[r], c0);
-          for (int64_t c = b0; c < std::min(nk, b0 + kBlock); ++c)
-            s.mask_t[c * s.br + r] = value(row[c]);
-        }
-    };
-    if (m.dtype == DType::kF32 && m.stride[3] == 1) {
-      transpose(static_cast<const float*>(m.data), [](float x) { return x; });
-    } else if (m.dtype == DType::kBool && m.stride[3] == 1) {
-      transpose(static_cast<const uint8_t*>(m.data),
-                [](uint8_t x) { return x ? 0.0f : -__builtin_inff(); });
-    } else {
-      for (int64_t r = 0; r < s.rows; ++r) {
-        const float* add = mask_row(s, r, c0, nk);
-        for (int64_t c = 0; c < nk; ++c) s.mask_t[c * s.br + r] = add[c];
-      }
-    }
+    gather_mask_tile(s.p->mask, s.b, s.row_h, s.row_i, s.rows, s.br, c0, nk, s.mask_t,
+                     s.row_buf);
     const hn::ScalableTag<float> df;
     for (int64_t i = 0; i < nk * s.br; i += lanes()) {
       const auto score = hn::Load(df, s.scores + i);

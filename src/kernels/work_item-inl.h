@@ -74,7 +74,7 @@ inline void setup_item(const core::Problem& p, const core::WorkItem& w, int64_t 
   s.rows = w.row_end - w.row_begin;
   s.br = br;
   s.bf16_dot = kHaveBf16Dot && p.q.dtype == DType::kBF16 && p.k.stride[3] == 1 &&
-               p.head_dim % 2 == 0 && cpu_has_bf16_dot();
+               p.head_dim % 2 == 0 && use_bf16_dot();
   s.bf16_pv = s.bf16_dot && p.bf16_probabilities && p.v.stride[3] == 1;
   core::Carver measure(nullptr);
   s.carve(measure);
@@ -197,6 +197,39 @@ inline const float* mask_row(ItemState& s, int64_t r, int64_t c0, int64_t nk) {
   core::load_mask_row(core::element_ptr(mask.data, mask.dtype, off), mask.dtype, mask.stride[3],
                       nk, s.row_buf);
   return s.row_buf;
+}
+
+// The dense mask of keys c0 .. c0+nk for rows (b, row_h[r], row_i[r]), r < rows, as additive
+// floats in a tile laid out like the scores, mask_t [nk][br]; padding rows get 0. The mask's
+// rows are row-major in memory: an f32 or bool mask with adjacent keys is read in place, a
+// block of keys at a time so that the rows' lines and the tile's stay in L1 (a learned bias, as
+// in CrossFormer's groups, is one on every tile); other masks are converted a row at a time
+// through row_buf.
+inline void gather_mask_tile(const core::Operand& m, int64_t b, const int64_t* row_h,
+                             const int64_t* row_i, int64_t rows, int64_t br, int64_t c0,
+                             int64_t nk, float* mask_t, float* row_buf) {
+  if (rows < br) std::fill(mask_t, mask_t + nk * br, 0.0f);
+  const auto transpose = [&](const auto* base, const auto& value) {
+    constexpr int64_t kBlock = 16;
+    for (int64_t b0 = 0; b0 < nk; b0 += kBlock)
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto* row = base + m.offset(b, row_h[r], row_i[r], c0);
+        for (int64_t c = b0; c < std::min(nk, b0 + kBlock); ++c) mask_t[c * br + r] = value(row[c]);
+      }
+  };
+  if (m.dtype == DType::kF32 && m.stride[3] == 1) {
+    transpose(static_cast<const float*>(m.data), [](float x) { return x; });
+  } else if (m.dtype == DType::kBool && m.stride[3] == 1) {
+    transpose(static_cast<const uint8_t*>(m.data),
+              [](uint8_t x) { return x ? 0.0f : -__builtin_inff(); });
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t off = m.offset(b, row_h[r], row_i[r], c0);
+      core::load_mask_row(core::element_ptr(m.data, m.dtype, off), m.dtype, m.stride[3], nk,
+                          row_buf);
+      for (int64_t c = 0; c < nk; ++c) mask_t[c * br + r] = row_buf[c];
+    }
+  }
 }
 
 // A dense mask on one score: bool false or float -inf masks the key, other floats add to the

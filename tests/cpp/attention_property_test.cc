@@ -37,5 +37,32 @@ TEST(AttentionProperty, RandomConfigurationsMatchOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
+// The CPU's profile picks one of the two bf16 paths (AVX-512 BF16 dot products, or widening to
+// f32); the other must be as right, since another CPU runs it.
+TEST(AttentionProperty, BothBf16PathsMatchOracle) {
+  const bool chosen = bf16_dot_products();
+  force_bf16_dot_products(chosen ? "off" : "on");
+  const bool other = bf16_dot_products();
+  if (other == chosen) {
+    force_bf16_dot_products("auto");
+    GTEST_SKIP() << "no AVX-512 BF16 here: one bf16 path only";
+  }
+  std::mt19937_64 rng(20261206);
+  int failures = 0, bf16_cases = 0;
+  for (int n = 0; n < kCases; ++n) {
+    const RandomCase c = random_case(rng);
+    if (c.dtype != DType::kBF16) continue;
+    ++bf16_cases;
+    const Check check = compare(c, run_xattn(c), reference::attention(c.ref));
+    if (check.worst_ratio > 1.0 && ++failures <= 10)
+      ADD_FAILURE() << "case " << n << " with bf16 dot products " << (other ? "on" : "off") << ": "
+                    << c.describe() << "\n  " << check.where
+                    << " (error/tolerance = " << check.worst_ratio << ")";
+  }
+  force_bf16_dot_products("auto");
+  EXPECT_GT(bf16_cases, kCases / 10);
+  EXPECT_EQ(failures, 0);
+}
+
 }  // namespace
 }  // namespace xattn::testing

@@ -127,6 +127,8 @@ def cases():
     add("save_safetensors", "metadata", lambda b: xattn.save_safetensors("/tmp/x", {}, b),
         [[("a", "b")], "a", {"a": 1}, {1: "a"}])
     add("force_simd_target", "name", lambda b: xattn.force_simd_target(b), [None, 1, b"AVX2"])
+    add("force_bf16_dot_products", "mode", lambda b: xattn.force_bf16_dot_products(b),
+        [None, 1, b"on"])
     # nn.MultiheadAttention: constructor, every method
     for arg in ("embed_dim", "num_heads", "kdim", "vdim", "seed"):
         add("MultiheadAttention", arg, lambda b, arg=arg: MultiheadAttention(

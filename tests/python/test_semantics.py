@@ -246,16 +246,56 @@ def test_bf16_probabilities_must_be_a_bool():
         xattn.attention(q, q, q, bf16_probabilities=1)
 
 
-def test_bf16_dot_products_follow_the_cpu_and_the_target():
-    """AVX-512 BF16 is used exactly when the CPU reports it and an AVX-512 target is in use."""
-    flags = set()
+def _cpu_info():
+    """The CPU's flags and vendor, read from /proc/cpuinfo (empty where there is none)."""
+    flags, vendor = set(), ""
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            flags = {w for line in f if line.startswith("flags") for w in line.split()}
+            for line in f:
+                if line.startswith("flags"):
+                    flags |= set(line.split())
+                if line.startswith("vendor_id"):
+                    vendor = line.split(":")[1].strip()
+    return flags, vendor
+
+
+def test_bf16_dot_products_follow_the_cpu_and_the_target():
+    """AVX-512 BF16 is used exactly when the CPU reports it, an AVX-512 target is in use, and
+    the CPU is one whose dot products outrun its f32 FMAs (AMD's; Intel's Xeons run them at
+    half the rate); forcing it on or off overrides only the last."""
+    flags, vendor = _cpu_info()
     try:
         for target in xattn.available_simd_targets():
             xattn.force_simd_target(target)
-            want = "avx512_bf16" in flags and target.startswith("AVX3")
-            assert xattn.bf16_dot_products() == want, target
+            has = "avx512_bf16" in flags and target.startswith("AVX3")
+            assert xattn.bf16_dot_products() == (has and vendor != "GenuineIntel"), target
+            xattn.force_bf16_dot_products("on")
+            assert xattn.bf16_dot_products() == has, target
+            xattn.force_bf16_dot_products("off")
+            assert not xattn.bf16_dot_products(), target
+            xattn.force_bf16_dot_products("auto")
     finally:
         xattn.force_simd_target("")
+        xattn.force_bf16_dot_products("auto")
+    assert xattn.bf16_dot_reason()
+    if vendor == "GenuineIntel":
+        assert "Intel" in xattn.cpu_name()
+
+
+def test_both_bf16_paths_give_the_same_answer_within_bf16_rounding():
+    q, k, v = (randn(1, 2, 40, 64, seed=s).to(torch.bfloat16) for s in (1, 2, 3))
+    try:
+        results = []
+        for mode in ("on", "off"):
+            xattn.force_bf16_dot_products(mode)
+            results.append(xattn.attention(q, k, v).float())
+    finally:
+        xattn.force_bf16_dot_products("auto")
+    torch.testing.assert_close(results[0], results[1], atol=2e-2, rtol=0)
+
+
+def test_force_bf16_dot_products_refuses_other_modes():
+    with pytest.raises(ValueError, match="mode must be 'auto', 'on' or 'off', got 'yes'"):
+        xattn.force_bf16_dot_products("yes")
+    with pytest.raises(TypeError, match="mode: must be a str"):
+        xattn.force_bf16_dot_products(1)

@@ -1,0 +1,66 @@
+#include "core/cpu_profile.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+namespace xattn::core {
+namespace {
+
+CpuProfile detect() {
+  CpuProfile p;
+  p.name = "unknown CPU";
+  p.why_bf16 = "unknown CPU: used wherever the CPU has them";
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return p;
+  char vendor[13] = {};
+  std::memcpy(vendor, &b, 4), std::memcpy(vendor + 4, &d, 4), std::memcpy(vendor + 8, &c, 4);
+  __get_cpuid(1, &a, &b, &c, &d);
+  const int base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+  p.family = base_family == 0xf ? base_family + ((a >> 20) & 0xff) : base_family;
+  p.model = base_family == 0x6 || base_family == 0xf ? base_model | ((a >> 12) & 0xf0) : base_model;
+  char fallback[64];
+  std::snprintf(fallback, sizeof fallback, "%s family %d model %d", vendor, p.family, p.model);
+  p.name = fallback;
+  if (std::strcmp(vendor, "AuthenticAMD") == 0) {
+    if (p.family == 0x19 && p.model >= 0x10) p.name = "AMD Zen 4", p.fma512_pipes = 1;
+    if (p.family == 0x1a) p.name = "AMD Zen 5", p.fma512_pipes = 2;
+    p.bf16_dot_pays = true;
+    p.why_bf16 = "AMD: at the FMA rate, twice the products";
+  } else if (std::strcmp(vendor, "GenuineIntel") == 0) {
+    if (p.family == 6 && (p.model == 0x8f || p.model == 0xcf))
+      p.name = "Intel Sapphire/Emerald Rapids", p.fma512_pipes = 2;
+    if (p.family == 6 && (p.model == 0xad || p.model == 0xae))
+      p.name = "Intel Granite Rapids", p.fma512_pipes = 2;
+    if (p.family == 6 && p.model == 0x55) p.name = "Intel Cascade/Cooper Lake", p.fma512_pipes = 2;
+    p.bf16_dot_pays = false;
+    p.why_bf16 = "Intel: one port, half the rate of the two f32 FMA ports; bf16 is widened";
+  }
+#endif
+  return p;
+}
+
+std::atomic<int> forced{static_cast<int>(Bf16Dot::kAuto)};
+
+}  // namespace
+
+const CpuProfile& cpu_profile() {
+  static const CpuProfile profile = detect();
+  return profile;
+}
+
+void force_bf16_dot(Bf16Dot mode) { forced.store(static_cast<int>(mode)); }
+
+Bf16Dot forced_bf16_dot() { return static_cast<Bf16Dot>(forced.load(std::memory_order_relaxed)); }
+
+bool bf16_dot_wanted() {
+  const Bf16Dot mode = forced_bf16_dot();
+  return mode == Bf16Dot::kAuto ? cpu_profile().bf16_dot_pays : mode == Bf16Dot::kOn;
+}
+
+}  // namespace xattn::core
