@@ -1,12 +1,15 @@
 #include "bench/runner.h"
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <utility>
 
 #include "bench/operands.h"
 #include "bench/timing.h"
 #include "bench/unfused_baseline.h"
+#include "core/profile.h"
 #include "xattn/attention.h"
 #include "xattn/half.h"
 #include "xattn/runtime.h"
@@ -43,6 +46,28 @@ Errors compare(const Operands& x, const float* ref) {
     e.ref_max_abs = std::max(e.ref_max_abs, std::fabs(static_cast<double>(ref[i])));
   }
   return e;
+}
+
+// Runs `call` with the stage counters on, a few times for at least 0.1 s, and returns the
+// shares of stages [first, last) in the threads' time (wall time × threads).
+StageShares profile_stages(const std::function<void()>& call, int threads, int first, int last) {
+  namespace profile = core::profile;
+  const auto start = std::chrono::steady_clock::now();
+  const uint64_t t0 = profile::now();
+  profile::start();
+  int calls = 0;
+  while (calls < 3 || std::chrono::steady_clock::now() - start < std::chrono::milliseconds(100))
+    call(), ++calls;
+  const std::array<uint64_t, profile::kStages> cycles = profile::stop();
+  const double total = static_cast<double>(profile::now() - t0) * threads;
+  StageShares shares;
+  shares.other = 1;
+  for (int s = first; s < last; ++s) {
+    const double share = cycles[s] / total;
+    shares.stages.emplace_back(profile::stage_name(static_cast<profile::Stage>(s)), share);
+    shares.other -= share;
+  }
+  return shares;
 }
 
 CaseResult run_case(Operands& in, UnfusedBaseline& baseline, const Variant& variant, int threads,
@@ -83,7 +108,18 @@ CaseResult run_case(Operands& in, UnfusedBaseline& baseline, const Variant& vari
     r.backward_gflops = 2.5 * flops(r.shape) / r.backward->median * 1e-9;
     if (peak) r.backward_peak_fraction = *r.backward_gflops / *peak;
     r.backward_over_forward = r.backward->median / r.xattn.median;
+    if (plan.profile)
+      r.backward_profile = profile_stages(
+          [&] {
+            attention_backward(in.q(), in.k(), in.v(), in.out(), grad.lse(), grad.dout(), params,
+                               grad.grads());
+          },
+          threads, core::profile::kBwdPack, core::profile::kStages);
   }
+  if (plan.profile)
+    r.forward_profile =
+        profile_stages([&] { attention(in.q(), in.k(), in.v(), params, outputs); }, threads,
+                       core::profile::kPackQueries, core::profile::kBwdPack);
 
   if (plan.time_baseline) {
     r.baseline = time_calls([&] { baseline.run(threads); }, plan.min_runs, plan.min_seconds);

@@ -39,6 +39,15 @@ struct BenchPlan {
   double min_seconds = 0.3;
   bool time_baseline = true;  // false: the baseline still runs once, untimed, for max_err
   bool backward = false;      // also time attention_backward
+  bool profile = false;       // also measure where the time goes (StageShares)
+};
+
+// --profile: each stage's share of the threads' time in the kernel (core/profile.h), from
+// calls run with the stage counters on, after the timed ones; `other` is the rest (thread
+// start and wait, partitioning, what no stage covers).
+struct StageShares {
+  std::vector<std::pair<std::string, double>> stages;
+  double other = 0;
 };
 
 struct CaseResult {
@@ -56,6 +65,8 @@ struct CaseResult {
   // causal), their fraction of the peak, and backward time / forward time.
   std::optional<Timing> backward;
   std::optional<double> backward_gflops, backward_peak_fraction, backward_over_forward;
+
+  std::optional<StageShares> forward_profile, backward_profile;
 
   std::optional<Timing> baseline;
   std::optional<double> speedup;  // baseline median / xattn median

@@ -184,6 +184,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "AVX-512 BF16 dot products for bf16: the CPU's choice (see xattn info), or forced "
                   "on or off (default auto)",
                   "auto|on|off");
+  bench->add_flag("--profile", o.profile,
+                  "also measure each kernel stage's share of the time (packing, scores, softmax, "
+                  "weighted sum, finish; for --backward its stages too)");
   bench->add_flag("--no-baseline", o.no_baseline,
                   "do not time the unfused baseline (it still runs once, for the max err column)");
   return bench;
@@ -198,6 +201,7 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
   plan.min_seconds = parse_min_time(o.min_time);
   plan.time_baseline = !o.no_baseline;
   plan.backward = o.backward;
+  plan.profile = o.profile;
   if (o.json) {
     if (o.json->empty()) throw Error("--json: expected a file name, got ''");
     check_writable("--json", *o.json);
@@ -213,6 +217,7 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
   print_table_head(os, plan);
   const std::vector<bench::CaseResult> results =
       bench::run_plan(plan, limits, [&](const bench::CaseResult& r) { print_row(os, plan, r); });
+  print_profiles(os, results);
   if (o.json) write_text_output("--json", *o.json, to_json(plan, limits, results));
 }
 

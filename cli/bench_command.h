@@ -22,6 +22,7 @@ struct BenchOptions {
   std::optional<std::string> dtype, threads, runs, min_time, json, bf16_dot;
   bool no_baseline = false;
   bool backward = false;
+  bool profile = false;
 };
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);

@@ -15,6 +15,7 @@ namespace {
 using bench::BenchPlan;
 using bench::CaseResult;
 using bench::MachineLimits;
+using bench::StageShares;
 using bench::Timing;
 
 template <class... Args>
@@ -142,6 +143,30 @@ void print_row(std::ostream& os, const BenchPlan& plan, const CaseResult& r) {
   print_line(os, columns(plan), [&](const Column& c) { return c.cell(r); });
 }
 
+void print_profiles(std::ostream& os, const std::vector<CaseResult>& results) {
+  const auto line = [&](const char* pass, const StageShares& p) {
+    os << "  " << pass << ":";
+    char cell[64];
+    for (const auto& [name, share] : p.stages) {
+      std::snprintf(cell, sizeof cell, " %s %.1f%%", name.c_str(), 100 * share);
+      os << cell;
+    }
+    std::snprintf(cell, sizeof cell, " · other %.1f%%\n", 100 * p.other);
+    os << cell;
+  };
+  bool first = true;
+  for (const CaseResult& r : results) {
+    if (!r.forward_profile) continue;
+    if (first)
+      os << "\nwhere the time goes: each stage's share of the threads' time in the kernel "
+            "(time-stamp counter; other: thread start and wait, partitioning, the rest)\n";
+    first = false;
+    os << r.shape.name << " " << r.variant.label() << " " << r.threads << " threads\n";
+    line("forward", *r.forward_profile);
+    if (r.backward_profile) line("backward", *r.backward_profile);
+  }
+}
+
 std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& limits,
                     const std::vector<CaseResult>& results) {
   using json = nlohmann::ordered_json;
@@ -202,6 +227,14 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"max_err", r.max_err},
                     {"ref_max_abs", r.ref_max_abs},
                     {"v_max_abs", r.v_max_abs}});
+    for (const auto& [key, shares] : {std::pair{"forward_profile", &r.forward_profile},
+                                      std::pair{"backward_profile", &r.backward_profile}}) {
+      if (!*shares) continue;
+      json stages = json::object();
+      for (const auto& [name, share] : (*shares)->stages) stages[name] = share;
+      stages["other"] = (*shares)->other;
+      rows.back()[key] = stages;
+    }
   }
   const json settings = {
       {"min_runs", plan.min_runs}, {"min_seconds", plan.min_seconds}, {"time_baseline", plan.time_baseline}};

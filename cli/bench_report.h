@@ -18,6 +18,8 @@ void print_machine(std::ostream& os, const bench::BenchPlan& plan,
 // Column headings; which columns appear depends on the plan (thread list, dtypes, baseline).
 void print_table_head(std::ostream& os, const bench::BenchPlan& plan);
 void print_row(std::ostream& os, const bench::BenchPlan& plan, const bench::CaseResult& r);
+// --profile: each case's stage shares, after the table.
+void print_profiles(std::ostream& os, const std::vector<bench::CaseResult>& results);
 
 // {"machine": {...}, "settings": {...}, "results": [...]}: times in ms, rates in GFLOP/s and
 // GB/s, fractions in [0, 1]; null where a figure does not apply or is unavailable.

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -31,6 +32,7 @@
 #include "core/convert.h"
 #include "core/parallel.h"
 #include "core/problem.h"
+#include "core/profile.h"
 #include "core/scratch.h"
 #include "core/visibility.h"
 #include "hwy/aligned_allocator.h"
@@ -52,6 +54,8 @@ using core::BackwardProblem;
 using core::KeyRange;
 using core::Operand;
 using core::Problem;
+using core::profile::Scope;
+namespace profile = core::profile;
 
 constexpr int64_t kKeyBlock = 64;
 
@@ -67,6 +71,7 @@ void store_row(const float* src, const Operand& t, int64_t b, int64_t h, int64_t
 
 // delta[b][h][i] = dout·out for every row (0 for rows that see nothing).
 std::vector<float> row_deltas(const BackwardProblem& bp, int threads) {
+  Scope scope(profile::kBwdPack);
   const Problem& p = bp.fwd;
   const int64_t rows = p.max_q_rows, Dv = p.value_dim;
   std::vector<float> delta(p.batch * p.heads_q * rows, 0.0f);
@@ -139,6 +144,7 @@ struct RowTiles {
 
   void pack(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b_,
             int64_t hk_) {
+    Scope scope(profile::kBwdPack);
     const Problem& p = bp.fwd;
     const core::Sequence& seq = p.sequences[b_];
     const int64_t G = p.group_size(), N = lanes();
@@ -195,6 +201,7 @@ struct RowTiles {
 
   // dq of tile t's rows: scale · dQᵀ, transposed.
   void store_dq(const BackwardProblem& bp, int64_t t, float* row) {
+    Scope scope(profile::kBwdFinish);
     const Problem& p = bp.fwd;
     for (int64_t x = 0; x < br && t * br + x < rows; ++x) {
       const int64_t r = t * br + x;
@@ -274,6 +281,7 @@ KeyBlock load_block(const Problem& p, const RowTiles& rt, int64_t c0, const Pair
 }
 
 void store_block(const BackwardProblem& bp, int64_t b, int64_t hk, const KeyBlock& kb) {
+  Scope scope(profile::kBwdFinish);
   const Problem& p = bp.fwd;
   const int64_t start = p.sequences[b].kv_start + kb.c0;
   for (int64_t c = 0; c < kb.nk; ++c) {
@@ -390,6 +398,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
   const int64_t D = rt.D, Dv = rt.Dv, N = lanes();
   const int64_t rows = std::min(br, rt.rows - t * br);  // the rest of the tile is padding
 
+  std::optional<Scope> scope(std::in_place, profile::kBwdScores);
   if (rt.few) few_rows_products(rt.qs(t), D, rows, br, kb.k, kb.ldk, nk, s.sums, s.st);
   else broadcast_tile<kVecs, Start::kZero>(kb.k, kb.ldk, 1, rt.qt(t), br, nk, p.head_dim, nullptr,
                                            s.st, br);
@@ -415,6 +424,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
   if (rt.few) few_rows_products(rt.dos(t), Dv, rows, br, kb.v, kb.ldv, nk, s.sums, s.dpt);
   else broadcast_tile<kVecs, Start::kZero>(kb.v, kb.ldv, 1, rt.dot(t), br, nk, p.value_dim,
                                            nullptr, s.dpt, br);
+  scope.emplace(profile::kBwdGradients);
   probabilities_and_gradients<kVecs>(s.st, s.dpt, capped ? s.slope : nullptr, rt.base(t),
                                      rt.delta(t), br, nk, dmask ? s.mask_t : nullptr);
   if (dmask) {
@@ -429,6 +439,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
   // Unseen keys have p = ds = 0; where a tile's rows or the block's keys hold Inf or NaN,
   // the zero terms are skipped rather than multiplied.
   // The padding rows' terms are zero: the sums over rows stop at the tile's last real row.
+  scope.emplace(profile::kBwdKeyGrads);
   if (want.keys) {
     if (boundary && !info.finite) {
       add_products<Skip::kZeroA>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
@@ -438,6 +449,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
       add_products<Skip::kNone>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
     }
   }
+  scope.emplace(profile::kBwdQueryGrads);
   if (want.queries && rt.few) {  // dQ[r][·] += Σ_c dSᵀ[c][r]·K[c][·]
     if (boundary && !kb.finite)
       add_products<Skip::kZeroA>(s.dpt, 1, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N, br);

@@ -21,6 +21,7 @@
 #include "core/convert.h"
 #include "core/parallel.h"
 #include "core/partition.h"
+#include "core/profile.h"
 #include "core/scratch.h"
 #include "core/softmax_state.h"
 #include "core/visibility.h"
@@ -39,6 +40,8 @@ namespace {
 using core::Operand;
 using core::Problem;
 using core::WorkItem;
+using core::profile::Scope;
+namespace profile = core::profile;
 
 constexpr int kMaxRowVecs = 4;
 
@@ -48,8 +51,15 @@ template <class Tiles>
 void accumulate(ItemState& s, const WorkItem& w) {
   Tiles::begin(s);
   for_each_tile(s, w, [&](int64_t c0, int64_t nk, TileKind kind) {
-    Tiles::scores(s, c0, nk, kind);
-    Tiles::softmax(s, nk);
+    {
+      Scope scope(profile::kScores);
+      Tiles::scores(s, c0, nk, kind);
+    }
+    {
+      Scope scope(profile::kSoftmax);
+      Tiles::softmax(s, nk);
+    }
+    Scope scope(profile::kWeightedSum);
     Tiles::weighted_sum(s, c0, nk, kind);
   });
 }
@@ -114,9 +124,13 @@ template <class Tiles>
 void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials,
               RowStats& stats) {
   ItemState s;
-  setup_item(p, w, Tiles::padded_rows(), s);
-  Tiles::pack_queries(s);
+  {
+    Scope scope(profile::kPackQueries);
+    setup_item(p, w, Tiles::padded_rows(), s);
+    Tiles::pack_queries(s);
+  }
   accumulate<Tiles>(s, w);
+  Scope scope(profile::kFinish);
   const int64_t Dv = p.value_dim;
   if (w.num_splits > 1) {
     float* slot = partials.slot(w.partial_slot + w.split);
@@ -137,6 +151,7 @@ void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials
 // Merges a split row tile's partial states in split order, then stores the results.
 void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& partials,
                   RowStats& stats) {
+  Scope scope(profile::kFinish);
   ItemState s;
   setup_item(p, w, kMaxRowVecs * lanes(), s);
   const int64_t Dv = p.value_dim;

@@ -159,6 +159,7 @@ def test_table_has_header_and_rows(smoke):
     (["--min-time", "nan"], ["--min-time"]),
     (["--dtype", "f16"], ["--dtype", "f32, bf16, bf16p or all"]),
     (["--dtype="], ["--dtype"]),
+    (["--bf16-dot", "yes"], ["--bf16-dot", "auto, on or off", "'yes'"]),
 ])
 def test_bad_option(run, tmp_path, args, needles):
     out = tmp_path / "out.json"
@@ -213,3 +214,35 @@ def test_backward_mode(xattn_bin, tmp_path):
     flops = 10 * r["B"] * r["Hq"] * r["Lq"] * r["Lk"] * r["D"]
     assert r["backward_gflops"] == pytest.approx(flops / (r["backward_ms"] * 1e-3) * 1e-9)
     assert r["backward_over_forward"] == pytest.approx(r["backward_ms"] / r["xattn_ms"])
+
+
+def test_profile_mode(xattn_bin, tmp_path):
+    """--profile: each pass's stages, as shares of the threads' time that are fractions and
+    leave a non-negative rest."""
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([str(xattn_bin), "bench", "--backward", "--profile", *TINY, "--dtype",
+                           "f32", "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "where the time goes" in proc.stdout
+    [r] = json.loads(out.read_text())["results"]
+    for key, stages in [("forward_profile", ["pack queries", "scores", "softmax", "weighted sum",
+                                             "finish"]),
+                        ("backward_profile", ["pack rows", "scores", "gradients", "dK dV", "dQ",
+                                              "stores"])]:
+        shares = r[key]
+        assert list(shares) == stages + ["other"], shares
+        assert all(0 <= shares[s] <= 1 for s in stages), shares
+        assert shares["scores"] > 0, shares
+        assert shares["other"] == pytest.approx(1 - sum(shares[s] for s in stages))
+        assert shares["other"] >= -0.05, shares  # stages never overlap
+
+
+def test_bf16_dot_option_is_reported(xattn_bin, tmp_path):
+    out = tmp_path / "bf16.json"
+    proc = subprocess.run([str(xattn_bin), "bench", "--bf16-dot", "off", *TINY, "--dtype", "bf16",
+                           "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["bf16_dot_products"] is False
+    assert machine["cpu"] and machine["tiles"]
+    assert "bf16 dot products: no (forced)" in proc.stdout
