@@ -56,6 +56,7 @@ using core::Operand;
 using core::Problem;
 using core::profile::Scope;
 namespace profile = core::profile;
+constexpr ALayout kByColumn = ALayout::kByColumn, kByDepth = ALayout::kByDepth;
 
 constexpr int64_t kKeyBlock = 64;
 
@@ -301,20 +302,19 @@ void zero_unseen_keys(const BackwardProblem& bp, int64_t b, int64_t hk, float* z
   }
 }
 
-// Out[j][·] += Σ_i A(j, i)·B[i][·] over `vecs` vectors of B's rows, four at a time;
-// A(j, i) = a[j·a_col + i·a_depth].
-template <Skip kSkip>
-void add_products(const float* a, int64_t a_col, const float* b, int64_t ldb, int64_t ncols,
-                  int64_t depth, float* out, int64_t ldo, int64_t vecs, int64_t a_depth = 1) {
+// Out[j][·] += Σ_i A(j, i)·B[i][·] over `vecs` vectors of B's rows, four at a time.
+template <ALayout kA, Skip kSkip>
+void add_products(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t ncols,
+                  int64_t depth, float* out, int64_t ldo, int64_t vecs) {
   const int64_t N = lanes();
   for (int64_t v0 = 0; v0 < vecs; v0 += 4) {
     const float* bv = b + v0 * N;
     float* ov = out + v0 * N;
     switch (std::min<int64_t>(4, vecs - v0)) {
-      case 4: broadcast_tile<4, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
-      case 3: broadcast_tile<3, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
-      case 2: broadcast_tile<2, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
-      default: broadcast_tile<1, Start::kLoad, kSkip>(a, a_col, a_depth, bv, ldb, ncols, depth, nullptr, ov, ldo); break;
+      case 4: broadcast_tile<4, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;
+      case 3: broadcast_tile<3, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;
+      case 2: broadcast_tile<2, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;
+      default: broadcast_tile<1, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;
     }
   }
 }
@@ -400,8 +400,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
 
   std::optional<Scope> scope(std::in_place, profile::kBwdScores);
   if (rt.few) few_rows_products(rt.qs(t), D, rows, br, kb.k, kb.ldk, nk, s.sums, s.st);
-  else broadcast_tile<kVecs, Start::kZero>(kb.k, kb.ldk, 1, rt.qt(t), br, nk, p.head_dim, nullptr,
-                                           s.st, br);
+  else qk_tile<kVecs>(rt.qt(t), br, kb.k, kb.ldk, nk, p.head_dim, s.st);
   const bool capped = p.softcap > 0;
   if (capped) softcap_with_slope(s.st, s.slope, nk * br, p.softcap);
   const bool dmask = want.dmask && p.mask.present();
@@ -422,8 +421,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
     }
   }
   if (rt.few) few_rows_products(rt.dos(t), Dv, rows, br, kb.v, kb.ldv, nk, s.sums, s.dpt);
-  else broadcast_tile<kVecs, Start::kZero>(kb.v, kb.ldv, 1, rt.dot(t), br, nk, p.value_dim,
-                                           nullptr, s.dpt, br);
+  else qk_tile<kVecs>(rt.dot(t), br, kb.v, kb.ldv, nk, p.value_dim, s.dpt);
   scope.emplace(profile::kBwdGradients);
   probabilities_and_gradients<kVecs>(s.st, s.dpt, capped ? s.slope : nullptr, rt.base(t),
                                      rt.delta(t), br, nk, dmask ? s.mask_t : nullptr);
@@ -442,26 +440,25 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
   scope.emplace(profile::kBwdKeyGrads);
   if (want.keys) {
     if (boundary && !info.finite) {
-      add_products<Skip::kZeroA>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
-      add_products<Skip::kZeroA>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
+      add_products<kByColumn, Skip::kZeroA>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
+      add_products<kByColumn, Skip::kZeroA>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
     } else {
-      add_products<Skip::kNone>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
-      add_products<Skip::kNone>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
+      add_products<kByColumn, Skip::kNone>(s.st, br, rt.dos(t), Dv, nk, rows, kb.dv, Dv, Dv / N);
+      add_products<kByColumn, Skip::kNone>(s.dpt, br, rt.qs(t), D, nk, rows, kb.dk, D, D / N);
     }
   }
   scope.emplace(profile::kBwdQueryGrads);
   if (want.queries && rt.few) {  // dQ[r][·] += Σ_c dSᵀ[c][r]·K[c][·]
     if (boundary && !kb.finite)
-      add_products<Skip::kZeroA>(s.dpt, 1, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N, br);
+      add_products<kByDepth, Skip::kZeroA>(s.dpt, br, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N);
     else
-      add_products<Skip::kNone>(s.dpt, 1, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N, br);
+      add_products<kByDepth, Skip::kNone>(s.dpt, br, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N);
   } else if (want.queries) {
     if (boundary && !kb.finite)
-      broadcast_tile<kVecs, Start::kLoad, Skip::kZeroB>(kb.k, 1, kb.ldk, s.dpt, br, p.head_dim,
-                                                         nk, nullptr, rt.dqt(t), br);
+      broadcast_tile<kVecs, kByDepth, Skip::kZeroB>(kb.k, kb.ldk, s.dpt, br, p.head_dim, nk,
+                                                    rt.dqt(t), br);
     else
-      broadcast_tile<kVecs, Start::kLoad>(kb.k, 1, kb.ldk, s.dpt, br, p.head_dim, nk, nullptr,
-                                          rt.dqt(t), br);
+      broadcast_tile<kVecs, kByDepth>(kb.k, kb.ldk, s.dpt, br, p.head_dim, nk, rt.dqt(t), br);
   }
 }
 

@@ -71,7 +71,7 @@ HWY_INLINE void online_softmax_tile(float* HWY_RESTRICT st, int64_t br, int64_t 
     auto sum = hn::Zero(df);
     for (int64_t k = 0; k < nk; ++k) {
       float* p = st + k * br + r * N;
-      const auto e = VectorExp(df, hn::Sub(hn::Load(df, p), base));
+      const auto e = VectorExp<true>(df, hn::Sub(hn::Load(df, p), base));
       hn::Store(e, df, p);
       sum = hn::Add(sum, e);
     }

@@ -20,7 +20,9 @@ HWY_BEFORE_NAMESPACE();
 namespace xattn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-template <class D, class V = hn::Vec<D>>
+// kNonPositive: the caller promises x <= 0 or NaN (softmax's s - max), so the overflow test is
+// left out.
+template <bool kNonPositive = false, class D, class V = hn::Vec<D>>
 HWY_INLINE V VectorExp(D d, V x) {
   const V kLog2e = hn::Set(d, 1.44269504088896341f);
   const V kLn2Hi = hn::Set(d, 0.693359375f);  // 9 significant bits: n·kLn2Hi is exact
@@ -52,7 +54,7 @@ HWY_INLINE V VectorExp(D d, V x) {
   const V scale_b = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::Sub(ni, half_n), hn::Set(di, 127))));
   V y = hn::Mul(hn::Mul(p, scale_a), scale_b);
 #endif
-  y = hn::IfThenElse(hn::Gt(x, kMaxX), hn::Set(d, __builtin_inff()), y);
+  if constexpr (!kNonPositive) y = hn::IfThenElse(hn::Gt(x, kMaxX), hn::Set(d, __builtin_inff()), y);
   return hn::IfThenZeroElse(hn::Lt(x, kMinX), y);
 }
 
