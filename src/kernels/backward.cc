@@ -7,9 +7,11 @@
 // The query rows of each (sequence, kv head), flattened r = i·G + g, are packed once into tiles
 // of Br rows (RowTiles): Qᵀ and dOᵀ with the rows in the vector lanes, as the forward keeps
 // them, and Q and dO in their natural layout. Every (tile, block of keys) pair is then five
-// register-blocked products of the forward's micro-kernel (broadcast_tile), with the
-// probabilities recomputed in between (TilePair):
+// register-blocked products (the forward's qk_tile for Sᵀ and dPᵀ, broadcast_tile for the
+// rest), with the probabilities recomputed in between (tile_pair):
 //   Sᵀ = K·Qᵀ,  dPᵀ = V·dOᵀ,  [P, dS from Sᵀ, dPᵀ],  dV += Pᵀ·dO,  dK += dSᵀ·Q,  dQᵀ += Kᵀ·dSᵀ
+// Tiles of at most half a vector of rows (decoder steps, a CLS token) compute Sᵀ and dPᵀ with
+// the head dimension in the lanes instead (qk_block), and keep dQ in the natural layout.
 // Each gradient has one writer and sums in a fixed order, so there are no atomics and the bits
 // are the same for any thread count:
 //   one kv head per thread when there are enough of them: the key blocks in order, each over
