@@ -31,7 +31,13 @@ TEST(Memory, LongBackwardStaysUnder100MB) {
                      {t(dq), t(dk), t(dv)});
   const double peak = peak_rss_mb();
   std::printf("peak RSS: %.1f MB\n", peak);
+  // The inputs and outputs are 28 MB; the backward adds its packed query rows (Qᵀ, Q, dOᵀ, dO
+  // and dQᵀ: 16 MB here), linear in Lq. Release measures 45 MB.
+#ifndef __SANITIZE_ADDRESS__
+  // (ASan keeps freed blocks resident in its quarantine, so there the peak counts memory the
+  // library has already given back; the Release run measures.)
   EXPECT_LT(peak, 100.0);
+#endif
   // A spot check that the gradients are real numbers, and that the first query, which sees
   // only the first key, gets dq = scale·p·(dp - delta)·k = 0 exactly in exact arithmetic.
   for (int64_t i = 0; i < L * D; i += 4099) {
