@@ -173,7 +173,7 @@ struct RowTiles {
         if (r < rows) {
           row_h[r] = h, row_i[r] = i;
           seen = core::visible_keys(p, seq, i);
-          if (!seen.empty() && lse_of(p, b, h, i) == -__builtin_inff()) seen = {};
+          if (!seen.empty() && lse_of(p, b, h, i) == -__builtin_inff()) seen = {};  // saw nothing
         }
         range[r] = seen;
         info.every = {std::max(info.every.lo, seen.lo), std::min(info.every.hi, seen.hi)};
@@ -247,32 +247,16 @@ struct PairScratch {
   }
 };
 
-// Rows c0 .. c0+nk of K or V of (b, hk) as f32: in place, or converted into buf. Rows that
-// are only broadcast from need no padding; `whole_vectors` asks for rows of whole vectors,
-// padded with zeros, for the few-rows layout's vector loads.
-const float* block_rows(const Problem& p, const Operand& t, int64_t b, int64_t hk, int64_t width,
-                        int64_t c0, int64_t nk, bool whole_vectors, float* buf, int64_t& ld) {
-  const int64_t off = t.offset(b, hk, p.sequences[b].kv_start + c0, 0);
-  ld = whole_vectors ? padded(width) : width;
-  if (t.dtype == DType::kF32 && t.stride[3] == 1 && ld == width) {
-    ld = t.stride[2];
-    return static_cast<const float*>(t.data) + off;
-  }
-  for (int64_t c = 0; c < nk; ++c) {
-    convert_row(core::element_ptr(t.data, t.dtype, off + c * t.stride[2]), t.dtype, t.stride[3],
-                width, buf + c * ld);
-    std::fill(buf + c * ld + width, buf + (c + 1) * ld, 0.0f);
-  }
-  return buf;
-}
-
 KeyBlock load_block(const Problem& p, const RowTiles& rt, int64_t c0, const PairScratch& s,
                     bool with_sums) {
   const int64_t b = rt.b, hk = rt.hk;
   KeyBlock kb;
   kb.c0 = c0, kb.nk = std::min(kKeyBlock, p.sequences[b].kv_len - c0);
-  kb.k = block_rows(p, p.k, b, hk, p.head_dim, c0, kb.nk, rt.few, s.kbuf, kb.ldk);
-  kb.v = block_rows(p, p.v, b, hk, p.value_dim, c0, kb.nk, rt.few, s.vbuf, kb.ldv);
+  // The few-rows layout loads their rows as vectors; the others only broadcast from them.
+  const int64_t l0 = p.sequences[b].kv_start + c0;
+  const Rows k = operand_rows(p.k, b, hk, l0, p.head_dim, kb.nk, s.kbuf, rt.few);
+  const Rows v = operand_rows(p.v, b, hk, l0, p.value_dim, kb.nk, s.vbuf, rt.few);
+  kb.k = k.data, kb.ldk = k.ld, kb.v = v.data, kb.ldv = v.ld;
   kb.finite = all_finite(kb.k, kb.ldk, kb.nk, p.head_dim) &&
               all_finite(kb.v, kb.ldv, kb.nk, p.value_dim);
   if (with_sums) {
@@ -407,12 +391,7 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
   if (capped) softcap_with_slope(s.st, s.slope, nk * br, p.softcap);
   const bool dmask = want.dmask && p.mask.present();
   if (boundary) {
-    for (int64_t x = 0; x < br; ++x) {
-      const KeyRange r = rt.range[t * br + x];
-      s.lo[x] = static_cast<float>(std::clamp<int64_t>(r.lo - c0, -1, nk + 1));
-      s.hi[x] = static_cast<float>(std::clamp<int64_t>(r.hi - c0, -1, nk + 1));
-      if (r.empty()) s.lo[x] = s.hi[x] = 0;
-    }
+    relative_ranges(&rt.range[t * br], br, br, c0, nk, s.lo, s.hi);  // padding: empty ranges
     range_mask_tile<kVecs>(s.st, br, nk, s.lo, s.hi);
     if (p.mask.present()) {
       gather_mask_tile(p.mask, rt.b, &rt.row_h[t * br], &rt.row_i[t * br], rows, br, c0, nk,

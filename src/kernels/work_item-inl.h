@@ -108,12 +108,12 @@ struct Rows {
   int64_t ld;  // elements between consecutive rows
 };
 
-// Rows c0 .. c0+nk of K or V of this item's kv head, as f32: in place when they already are
-// f32 with unit element stride (and, if `whole_vectors`, a width of whole vectors), otherwise
-// converted into `buf` with rows padded by zeros to whole vectors.
-inline Rows key_rows(const ItemState& s, const core::Operand& t, int64_t width, int64_t c0,
-                     int64_t nk, float* buf, bool whole_vectors) {
-  const int64_t off = t.offset(s.b, s.kv_head, s.seq->kv_start + c0, 0);
+// Rows l0 .. l0+nk of operand t at (b, h), as f32: in place when they already are f32 with
+// unit element stride (and, if `whole_vectors`, a width of whole vectors), otherwise converted
+// into `buf` with rows padded by zeros to whole vectors.
+inline Rows operand_rows(const core::Operand& t, int64_t b, int64_t h, int64_t l0, int64_t width,
+                         int64_t nk, float* buf, bool whole_vectors) {
+  const int64_t off = t.offset(b, h, l0, 0);
   const int64_t ld = padded(width);
   if (t.dtype == DType::kF32 && t.stride[3] == 1 && (!whole_vectors || ld == width))
     return {static_cast<const float*>(t.data) + off, t.stride[2]};
@@ -123,6 +123,12 @@ inline Rows key_rows(const ItemState& s, const core::Operand& t, int64_t width, 
     std::fill(buf + c * ld + width, buf + (c + 1) * ld, 0.0f);
   }
   return {buf, ld};
+}
+
+// Rows c0 .. c0+nk of K or V of this item's kv head (operand_rows).
+inline Rows key_rows(const ItemState& s, const core::Operand& t, int64_t width, int64_t c0,
+                     int64_t nk, float* buf, bool whole_vectors) {
+  return operand_rows(t, s.b, s.kv_head, s.seq->kv_start + c0, width, nk, buf, whole_vectors);
 }
 
 // Calls fn(rows, ld) with rows c0 .. c0+nk of K or V as whole vectors of width elements:
@@ -179,15 +185,19 @@ void for_each_tile(const ItemState& s, const core::WorkItem& w, const Fn& fn) {
   }
 }
 
-// Each row's visible interval relative to key c0, clamped to [-1, nk + 1] so that it is exact
-// as a float; padding rows see nothing.
-inline void relative_ranges(ItemState& s, int64_t c0, int64_t nk) {
+// Each of br rows' visible interval relative to key c0, clamped to [-1, nk + 1] so that it is
+// exact as a float, into lo and hi; rows from `rows` on (padding) see nothing.
+inline void relative_ranges(const core::KeyRange* range, int64_t rows, int64_t br, int64_t c0,
+                            int64_t nk, float* lo, float* hi) {
   const int64_t lim = nk + 1;
-  for (int64_t r = 0; r < s.br; ++r) {
-    const bool valid = r < s.rows;
-    s.lo[r] = valid ? static_cast<float>(std::clamp<int64_t>(s.range[r].lo - c0, -1, lim)) : 0.0f;
-    s.hi[r] = valid ? static_cast<float>(std::clamp<int64_t>(s.range[r].hi - c0, -1, lim)) : 0.0f;
+  for (int64_t r = 0; r < br; ++r) {
+    const bool valid = r < rows;
+    lo[r] = valid ? static_cast<float>(std::clamp<int64_t>(range[r].lo - c0, -1, lim)) : 0.0f;
+    hi[r] = valid ? static_cast<float>(std::clamp<int64_t>(range[r].hi - c0, -1, lim)) : 0.0f;
   }
+}
+inline void relative_ranges(ItemState& s, int64_t c0, int64_t nk) {
+  relative_ranges(s.range, s.rows, s.br, c0, nk, s.lo, s.hi);
 }
 
 // Row r's dense-mask values for keys c0 .. c0+nk as additive floats, in s.row_buf.
