@@ -357,10 +357,13 @@ void probabilities_and_gradients(float* st, float* dpt, const float* slope, cons
       const VF z = hn::Load(df, st + at);
       VF prob = VectorExp(df, hn::Sub(z, b[v]));
       prob = hn::IfThenElse(hn::Gt(prob, one), one, prob);
-      const VF dz = hn::IfThenElseZero(hn::Ne(z, neg_inf),
-                                       hn::Mul(prob, hn::Sub(hn::Load(df, dpt + at), d[v])));
+      const auto seen = hn::Ne(z, neg_inf);
+      const VF g = hn::Mul(prob, hn::Sub(hn::Load(df, dpt + at), d[v]));
+      const VF dz = hn::IfThenElseZero(seen, g);
       hn::Store(prob, df, st + at);
-      hn::Store(slope ? hn::Mul(dz, hn::Load(df, slope + at)) : dz, df, dpt + at);
+      // The slope comes from the unmasked score, NaN for a NaN key no row sees: zeroed after it.
+      hn::Store(slope ? hn::IfThenElseZero(seen, hn::Mul(g, hn::Load(df, slope + at))) : dz, df,
+                dpt + at);
       if (dz_out) hn::Store(dz, df, dz_out + at);
     }
 }

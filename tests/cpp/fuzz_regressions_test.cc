@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -48,6 +49,32 @@ TEST(FuzzRegressions, StrideOfInt64MinIsRefusedOnlyWhereItIsUsed) {
   qv.layout.strides[0] = kMin;  // B = 1: never multiplied by a non-zero index
   EXPECT_NO_THROW(attention(qv, kv, vv, {}, {view(out.data(), {1, 1, L, D})}));
   EXPECT_FLOAT_EQ(out[0], 1.0f);
+}
+
+
+// attention_fuzz: a backward with a softcap, and NaN in a key that no row sees (causal). The
+// tanh slope of its NaN score was applied after the key was masked out, so its zero score
+// gradient became 0·NaN = NaN in dK.
+TEST(FuzzRegressions, SoftcapBackwardIgnoresNonFiniteUnseenKeys) {
+  const int64_t Lq = 2, Lk = 8, D = 1;
+  std::vector<float> q(Lq * D, 0.5f), k(Lk * D, 0.25f), v(Lk * D, 1.0f), dout(Lq * D, 1.0f);
+  std::vector<float> out(Lq * D), lse(Lq), dq(q.size()), dk(k.size(), 7.0f), dv(v.size(), 7.0f);
+  for (int64_t j = Lq; j < Lk; ++j) k[j] = std::numeric_limits<float>::quiet_NaN();
+  const TensorView qv = view(q.data(), {1, 1, Lq, D}), kv = view(k.data(), {1, 1, Lk, D});
+  const TensorView vv = view(v.data(), {1, 1, Lk, D});
+  AttentionParams params;
+  params.causal = true;  // top-left: row i sees keys 0..i
+  params.softcap = 2.0f;
+  attention(qv, kv, vv, params, {view(out.data(), {1, 1, Lq, D}), view(lse.data(), {1, 1, Lq})});
+  AttentionGradients grads{view(dq.data(), {1, 1, Lq, D}), view(dk.data(), {1, 1, Lk, D}),
+                           view(dv.data(), {1, 1, Lk, D})};
+  attention_backward(qv, kv, vv, view(out.data(), {1, 1, Lq, D}), view(lse.data(), {1, 1, Lq}),
+                     view(dout.data(), {1, 1, Lq, D}), params, grads);
+  for (int64_t j = Lq; j < Lk; ++j) EXPECT_EQ(dk[j], 0.0f) << "key " << j;
+  for (int64_t j = Lq; j < Lk; ++j) EXPECT_EQ(dv[j], 0.0f) << "key " << j;
+  for (float x : dq) EXPECT_TRUE(std::isfinite(x));
+  // Every V row is 1, so the output is 1 and its gradient flows to no score: dq = dk = 0.
+  for (int64_t j = 0; j < Lq; ++j) EXPECT_NEAR(dk[j], 0.0f, 1e-6f) << "key " << j;
 }
 
 }  // namespace
