@@ -533,10 +533,12 @@ void Backward(const BackwardProblem& bp) {
       }
     });
     rt.store_dq(bp, t, s.row_buf);
-    if (t == 0) zero_unseen_keys(bp, rt.b, rt.hk, s.row_buf);
   };
   if (shared) core::parallel_for_static(static_cast<int64_t>(tiles.size()), threads, tile_item);
   else core::parallel_for(static_cast<int64_t>(tiles.size()), threads, [&](int64_t i) { tile_item(i, 0); });
+  // Per head, not per tile: a head without query rows has no tiles, and its keys still need it.
+  std::vector<float> zeros(std::max(p.head_dim, p.value_dim));
+  for (int64_t n = 0; n < heads; ++n) zero_unseen_keys(bp, all[n].b, all[n].hk, zeros.data());
   if (dmask) store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
 }
 

@@ -77,5 +77,26 @@ TEST(FuzzRegressions, SoftcapBackwardIgnoresNonFiniteUnseenKeys) {
   for (int64_t j = 0; j < Lq; ++j) EXPECT_NEAR(dk[j], 0.0f, 1e-6f) << "key " << j;
 }
 
+// attention_fuzz: a backward with no query rows, kv_lens shorter than the keys, and more
+// threads than (sequence, kv head) pairs. That split runs a pass per tile of query rows, which
+// also zeroed the gradients of the keys past kv_len; with no rows there were no tiles, and
+// those gradients kept what the buffer held.
+TEST(FuzzRegressions, BackwardWithoutQueryRowsZeroesKeysPastTheirLength) {
+  const int64_t B = 1, H = 1, Lq = 0, Lk = 8, D = 3;
+  float none = 0;
+  const int64_t kv_lens[] = {5};
+  std::vector<float> k(Lk * D, 0.5f), v(Lk * D, 1.0f), dk(k.size(), 7.0f), dv(v.size(), 7.0f);
+  AttentionParams params;
+  params.kv_lens = kv_lens;
+  params.num_threads = 2;
+  AttentionGradients grads{view(&none, {B, H, Lq, D}), view(dk.data(), {B, H, Lk, D}),
+                           view(dv.data(), {B, H, Lk, D})};
+  attention_backward(view(&none, {B, H, Lq, D}), view(k.data(), {B, H, Lk, D}),
+                     view(v.data(), {B, H, Lk, D}), view(&none, {B, H, Lq, D}),
+                     view(&none, {B, H, Lq}), view(&none, {B, H, Lq, D}), params, grads);
+  for (float x : dk) EXPECT_EQ(x, 0.0f);
+  for (float x : dv) EXPECT_EQ(x, 0.0f);
+}
+
 }  // namespace
 }  // namespace xattn
