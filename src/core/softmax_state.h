@@ -36,16 +36,15 @@ inline void merge_into(SoftmaxState& a, float* acc_a, const SoftmaxState& b, con
   a.m = m;
 }
 
-// out = acc / l and lse = m + log l; a row that saw no key gives out = 0 and lse = -inf.
+// lse = m + log l, or -inf for a row that saw no key.
+inline float row_lse(const SoftmaxState& s) { return s.l == 0.0f ? kNegInf : s.m + std::log(s.l); }
+
+// out = acc · (1/l) and lse = m + log l; a row that saw no key gives out = 0 and lse = -inf.
 // NaN in the state (from a visible NaN input) propagates.
 inline float finalize_row(const SoftmaxState& s, const float* acc, float* out, int64_t dv) {
-  if (s.l == 0.0f) {
-    for (int64_t d = 0; d < dv; ++d) out[d] = 0.0f;
-    return kNegInf;
-  }
   const float inv = 1.0f / s.l;
-  for (int64_t d = 0; d < dv; ++d) out[d] = acc[d] * inv;
-  return s.m + std::log(s.l);
+  for (int64_t d = 0; d < dv; ++d) out[d] = s.l == 0.0f ? 0.0f : acc[d] * inv;
+  return row_lse(s);
 }
 
 }  // namespace xattn::core

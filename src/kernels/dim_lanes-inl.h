@@ -117,7 +117,7 @@ struct DimLanes {
     const int64_t D = s.p->head_dim, ld = padded(D);
     std::fill(s.q, s.q + kRows * ld, 0.0f);
     for (int64_t r = 0; r < s.rows; ++r) {
-      const float* row = query_row(s, r);
+      const float* row = query_row(s, r, s.row_buf);
       for (int64_t d = 0; d < D; ++d) s.q[r * ld + d] = s.p->scale * row[d];
     }
   }
@@ -202,10 +202,12 @@ struct DimLanes {
     std::copy(s.scores + r * kKeysPerTile, s.scores + r * kKeysPerTile + nk, out);
   }
 
-  static void acc_rows(const ItemState& s, int64_t r0, int64_t n, float* out, int64_t ld) {
-    for (int64_t r = r0; r < r0 + n; ++r) {
-      const float* row = s.acc + r * padded(s.p->value_dim);
-      std::copy(row, row + s.p->value_dim, out + (r - r0) * ld);
+  // rows[r][e] = factor[r] · Σ p·v of row r0 + r, for r < n.
+  static void store_acc_rows(const ItemState& s, int64_t r0, int64_t n, const float* factor,
+                             float* const* rows) {
+    for (int64_t r = 0; r < n; ++r) {
+      const float* acc = s.acc + (r0 + r) * padded(s.p->value_dim);
+      for (int64_t e = 0; e < s.p->value_dim; ++e) rows[r][e] = factor[r] * acc[e];
     }
   }
 

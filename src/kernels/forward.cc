@@ -96,6 +96,27 @@ struct RowStats {
   }
 };
 
+// Stores row r's output (in `out`, normalised; nothing to store when it was written in place)
+// and its lse, and keeps its state for the weights.
+void store_finished_row(const Problem& p, const ItemState& s, int64_t r, core::SoftmaxState st,
+                        const float* out, bool in_place, RowStats& stats) {
+  const int64_t h = s.row_h[r], i = s.seq->q_start + s.row_i[r];
+  if (!stats.m.empty()) {
+    const int64_t at = stats.index(s.b, h, i);
+    stats.m[at] = st.m, stats.l[at] = st.l;
+  }
+  if (!in_place)
+    core::store_row(out, p.value_dim,
+                    core::element_ptr(const_cast<void*>(p.out.data), p.out.dtype,
+                                      p.out.offset(s.b, h, i, 0)),
+                    p.out.dtype, p.out.stride[3]);
+  if (p.lse.present())
+    static_cast<float*>(const_cast<void*>(p.lse.data))[p.lse.offset(s.b, h, i, 0)] =
+        core::row_lse(st);
+}
+
+// Row r's state (m, l) and Σ p·v in acc: merged into what out and lse hold when accumulating,
+// then normalised and stored.
 void store_result_row(const Problem& p, const ItemState& s, int64_t r, core::SoftmaxState st,
                       const float* acc, float* out_buf, RowStats& stats) {
   const int64_t h = s.row_h[r], i = s.seq->q_start + s.row_i[r];
@@ -107,17 +128,8 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, core::Sof
     core::merge_into(total, out_buf, st, acc, p.value_dim);
     st = total, acc = out_buf;
   }
-  const float lse = core::finalize_row(st, acc, out_buf, p.value_dim);
-  if (!stats.m.empty()) {
-    const int64_t at = stats.index(s.b, h, i);
-    stats.m[at] = st.m, stats.l[at] = st.l;
-  }
-  core::store_row(out_buf, p.value_dim,
-                  core::element_ptr(const_cast<void*>(p.out.data), p.out.dtype,
-                                    p.out.offset(s.b, h, i, 0)),
-                  p.out.dtype, p.out.stride[3]);
-  if (p.lse.present())
-    static_cast<float*>(const_cast<void*>(p.lse.data))[p.lse.offset(s.b, h, i, 0)] = lse;
+  core::finalize_row(st, acc, out_buf, p.value_dim);
+  store_finished_row(p, s, r, st, out_buf, false, stats);
 }
 
 template <class Tiles>
@@ -131,20 +143,44 @@ void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials
   }
   accumulate<Tiles>(s, w);
   Scope scope(profile::kFinish);
-  const int64_t Dv = p.value_dim;
-  if (w.num_splits > 1) {
+  const int64_t Dv = p.value_dim, N = lanes();
+  float factor[kMaxLanes];
+  float* rows[kMaxLanes];
+  if (w.num_splits > 1) {  // the partial state, unnormalised
     float* slot = partials.slot(w.partial_slot + w.split);
     std::copy_n(s.m, s.rows, slot);
     std::copy_n(s.l, s.rows, slot + partials.rows);
-    Tiles::acc_rows(s, 0, s.rows, slot + 2 * partials.rows, Dv);
+    std::fill_n(factor, N, 1.0f);
+    for (int64_t r0 = 0; r0 < s.rows; r0 += N) {
+      const int64_t n = std::min(N, s.rows - r0);
+      for (int64_t r = 0; r < n; ++r) rows[r] = slot + 2 * partials.rows + (r0 + r) * Dv;
+      Tiles::store_acc_rows(s, r0, n, factor, rows);
+    }
     return;
   }
-  // A vector's worth of accumulator rows at a time, staged in vbuf (no tile needs it now).
-  for (int64_t r0 = 0; r0 < s.rows; r0 += lanes()) {
-    const int64_t n = std::min(lanes(), s.rows - r0);
-    Tiles::acc_rows(s, r0, n, s.vbuf, Dv);
-    for (int64_t r = r0; r < r0 + n; ++r)
-      store_result_row(p, s, r, {s.m[r], s.l[r]}, s.vbuf + (r - r0) * Dv, s.out_buf, stats);
+  // A vector's worth of rows at a time: normalised straight into f32 outputs, otherwise staged
+  // in vbuf (no tile needs it now) and stored from there.
+  const bool in_place = !p.accumulate && p.out.dtype == DType::kF32 && p.out.stride[3] == 1;
+  float* out = static_cast<float*>(const_cast<void*>(p.out.data));
+  for (int64_t r0 = 0; r0 < s.rows; r0 += N) {
+    const int64_t n = std::min(N, s.rows - r0);
+    std::fill_n(factor, N, 0.0f);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t x = r0 + r;
+      factor[r] = p.accumulate ? 1.0f : 1.0f / s.l[x];  // as finalize_row
+      rows[r] = in_place ? out + p.out.offset(s.b, s.row_h[x], s.seq->q_start + s.row_i[x], 0)
+                         : s.vbuf + r * Dv;
+    }
+    Tiles::store_acc_rows(s, r0, n, factor, rows);
+    for (int64_t r = 0; r < n; ++r) {
+      const core::SoftmaxState st{s.m[r0 + r], s.l[r0 + r]};
+      if (p.accumulate) {
+        store_result_row(p, s, r0 + r, st, rows[r], s.out_buf, stats);
+        continue;
+      }
+      if (st.l == 0.0f) std::fill_n(rows[r], Dv, 0.0f);  // saw no key (its acc · 1/0 is not 0)
+      store_finished_row(p, s, r0 + r, st, rows[r], in_place, stats);
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/score_tile-inl.h"
 #include "kernels/tile_kernels-inl.h"
+#include "kernels/transpose-inl.h"
 #include "kernels/work_item-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -31,12 +32,21 @@ struct RowLanes {
   // Qt[d][r] = scale · Q[b, h_r, i_r, d], or for bf16 dot products Qp[i][r] = the pair
   // Q[.., 2i], Q[.., 2i+1] as bits (scaled later); padding rows are zero.
   static void pack_queries(ItemState& s) {
-    const int64_t D = s.p->head_dim;
-    std::fill(s.q, s.q + D * s.br, 0.0f);
-    if (s.bf16_dot) return pack_query_pairs(s);
-    for (int64_t r = 0; r < s.rows; ++r) {
-      const float* row = query_row(s, r);
-      for (int64_t d = 0; d < D; ++d) s.q[d * s.br + r] = s.p->scale * row[d];
+    const int64_t D = s.p->head_dim, N = lanes();
+    if (s.bf16_dot) {
+      std::fill(s.q, s.q + D * s.br, 0.0f);
+      return pack_query_pairs(s);
+    }
+    // Padding rows are zeros: whole vectors of them here, the rest by pack_transposed.
+    const int64_t covered = round_up(s.rows, N);
+    for (int64_t d = 0; d < D && covered < s.br; ++d)
+      std::fill(s.q + d * s.br + covered, s.q + (d + 1) * s.br, 0.0f);
+    const float* rows[kMaxLanes];
+    for (int64_t r0 = 0; r0 < s.rows; r0 += N) {  // a vector of rows (kbuf: their f32 copies)
+      const int64_t n = std::min(N, s.rows - r0);
+      for (int64_t r = 0; r < n; ++r) rows[r] = query_row(s, r0 + r, s.kbuf + r * padded(D));
+      for (int64_t d0 = 0; d0 < D; d0 += N)
+        pack_transposed(rows, n, d0, std::min(N, D - d0), s.p->scale, s.q + d0 * s.br + r0, s.br);
     }
   }
 
@@ -94,17 +104,13 @@ struct RowLanes {
     for (int64_t c = 0; c < nk; ++c) out[c] = s.scores[c * s.br + r];
   }
 
-  // Rows r0 .. r0+n-1 of the accumulator, Σ p·v, into out[r - r0][e] (row stride ld).
-  // Transposed a block of kBlock columns at a time, whose cache lines stay in L1 across the
-  // rows: a whole-row gather at stride Br per element took a third of the time at Dv = 512.
-  static void acc_rows(const ItemState& s, int64_t r0, int64_t n, float* out, int64_t ld) {
-    constexpr int64_t kBlock = 16;
-    const int64_t Dv = s.p->value_dim;
-    for (int64_t e0 = 0; e0 < Dv; e0 += kBlock) {
-      const int64_t ne = std::min(kBlock, Dv - e0);
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t j = 0; j < ne; ++j) out[r * ld + e0 + j] = s.acc[(e0 + j) * s.br + r0 + r];
-    }
+  // rows[r][e] = factor[r] · Σ p·v of row r0 + r, for r < n (at most a vector of rows;
+  // factor has a vector's worth of entries).
+  static void store_acc_rows(const ItemState& s, int64_t r0, int64_t n, const float* factor,
+                             float* const* rows) {
+    const int64_t Dv = s.p->value_dim, N = lanes();
+    for (int64_t e0 = 0; e0 < Dv; e0 += N)
+      unpack_transposed(s.acc + e0 * s.br + r0, s.br, factor, n, rows, e0, std::min(N, Dv - e0));
   }
 
  private:

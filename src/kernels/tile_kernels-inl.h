@@ -37,6 +37,9 @@ inline constexpr int kVectorRegisters = 32;
 inline constexpr int kVectorRegisters = 16;
 #endif
 
+// The most lanes a vector of floats has on any target, for arrays indexed by lane.
+inline constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+
 template <int kRowVecs>
 constexpr int columns_per_block() {
   const int c = (kVectorRegisters - kRowVecs - 2) / kRowVecs;

@@ -93,14 +93,15 @@ inline void setup_item(const core::Problem& p, const core::WorkItem& w, int64_t 
   }
 }
 
-// Row r of Q as f32, unscaled, in s.row_buf.
-inline const float* query_row(const ItemState& s, int64_t r) {
+// Row r of Q as f32, unscaled: in place when Q is f32 with unit element stride, otherwise
+// converted into buf.
+inline const float* query_row(const ItemState& s, int64_t r, float* buf) {
   const core::Problem& p = *s.p;
   const core::Operand& q = p.q;
   const int64_t off = q.offset(s.b, s.row_h[r], s.seq->q_start + s.row_i[r], 0);
-  convert_row(core::element_ptr(q.data, q.dtype, off), q.dtype, q.stride[3], p.head_dim,
-              s.row_buf);
-  return s.row_buf;
+  if (q.dtype == DType::kF32 && q.stride[3] == 1) return static_cast<const float*>(q.data) + off;
+  convert_row(core::element_ptr(q.data, q.dtype, off), q.dtype, q.stride[3], p.head_dim, buf);
+  return buf;
 }
 
 struct Rows {
