@@ -4,6 +4,8 @@
 
 #include <mpi.h>
 
+#include <string>
+
 #include "xattn/attention.h"
 #include "xattn/params.h"
 #include "xattn/tensor.h"
@@ -42,5 +44,11 @@ namespace xattn::dist {
 void attention_split_kv(const TensorView& q, const TensorView& k_shard, const TensorView& v_shard,
                         const AttentionParams& params, MPI_Comm comm,
                         const AttentionOutputs& outputs);
+
+// For a binding whose own checks failed on this rank before it could make the arguments (a
+// wrong type, say): takes part in attention_split_kv's collective checks as a rank that rejects
+// its arguments with `why`, so that the other ranks throw xattn::Error instead of waiting. Always
+// throws xattn::Error on this rank too (the binding may raise its own error instead).
+[[noreturn]] void reject_split_kv(MPI_Comm comm, const std::string& why);
 
 }  // namespace xattn::dist
