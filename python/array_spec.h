@@ -68,6 +68,7 @@ struct Params {
   std::string align = "top_left";
   int64_t window_left = -1;
   int64_t window_right = -1;
+  int64_t diagonal_offset = 0;
   std::vector<int64_t> kv_lens;
   std::vector<int64_t> q_lens;
   OptionalArray mask;
@@ -88,6 +89,7 @@ struct Params {
       throw xattn::Error("align: must be 'top_left' or 'bottom_right', got '" + align + "'");
     }
     p.window = {window_left, window_right};
+    p.diagonal_offset = diagonal_offset;
     p.kv_lens = kv_lens;
     p.q_lens = q_lens;
     p.mask = to_view(mask, "mask");

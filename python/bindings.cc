@@ -137,6 +137,7 @@ PYBIND11_MODULE(_xattn, m) {
       .def_readwrite("align", &Params::align)
       .def_readwrite("window_left", &Params::window_left)
       .def_readwrite("window_right", &Params::window_right)
+      .def_readwrite("diagonal_offset", &Params::diagonal_offset)
       .def_readwrite("kv_lens", &Params::kv_lens)
       .def_readwrite("q_lens", &Params::q_lens)
       .def_readwrite("mask", &Params::mask)

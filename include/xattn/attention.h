@@ -49,6 +49,12 @@ struct AttentionOutputs {
 void attention(const TensorView& q, const TensorView& k, const TensorView& v,
                const AttentionParams& params, const AttentionOutputs& outputs);
 
+// Throws the xattn::Error that attention() would throw for these arguments, or returns; computes
+// and writes nothing. For callers that must know all is well before they commit to a step that
+// cannot be undone, e.g. xattn::dist, whose processes agree on it before exchanging data.
+void validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const AttentionParams& params, const AttentionOutputs& outputs);
+
 // Packed ragged batches (FlashAttention's varlen convention): Q [Tq, Hq, D], K [Tk, Hkv, D],
 // V [Tk, Hkv, Dv]; sequence b owns rows cu_seqlens_q[b] .. cu_seqlens_q[b+1] of Q (likewise K/V).
 // Both offset arrays have B+1 >= 1 entries, start at 0 and never decrease. A dense mask broadcasts to

@@ -10,12 +10,13 @@
 namespace xattn {
 
 // Where the causal diagonal (and the window's centre) p sits for query row i of batch b:
-//   kTopLeft:     p = i
-//   kBottomRight: p = i + kv_len_b - q_len_b   (the last valid query sees the last valid key)
+//   kTopLeft:     p = i + diagonal_offset
+//   kBottomRight: p = i + kv_len_b - q_len_b + diagonal_offset
+//                 (with offset 0, the last valid query sees the last valid key)
 enum class CausalAlign : uint8_t { kTopLeft, kBottomRight };
 
 // Keys j with p - left <= j <= p + right are visible; -1 leaves that side unbounded, as does any
-// width of Lq + Lk or more (INT64_MAX included).
+// width of Lq + Lk + |diagonal_offset| or more (INT64_MAX included).
 struct Window {
   int64_t left = -1;
   int64_t right = -1;
@@ -28,6 +29,14 @@ struct AttentionParams {
   bool causal = false;         // key j visible iff j <= p
   CausalAlign align = CausalAlign::kTopLeft;
   Window window;
+  // Shifts the diagonal p (above) by this many keys, so that a call over part of a longer
+  // sequence sees what the whole call would: for queries that start at global row r and keys
+  // that start at global key o of a top-left problem, pass r - o (split-KV across processes,
+  // ring attention). Lengths stay local: kv_lens and q_lens count this call's keys and rows,
+  // so a shard of a bottom-right problem passes kTopLeft and r - o + (kv_len_b - q_len_b) of
+  // the whole sequence.
+  // |diagonal_offset| + Lq + Lk must be at most 2^61; a width of that sum or more is unbounded.
+  int64_t diagonal_offset = 0;
 
   // Per-batch valid lengths (dense batches only): keys j >= kv_lens[b] are invisible and rows
   // i >= q_lens[b] output zeros. Empty spans mean "the full length".

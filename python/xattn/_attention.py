@@ -55,7 +55,7 @@ def _int(x, arg, bits=64):
 
 
 def _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_threads,
-            bf16_probabilities):
+            bf16_probabilities, diagonal_offset=0):
     p = _xattn.Params()
     p.scale = None if scale is None else _real(scale, "scale")
     p.softcap = _real(softcap, "softcap")
@@ -74,6 +74,7 @@ def _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_th
     p.mask = A.optional_spec(mask, "mask")
     p.num_threads = _int(num_threads, "num_threads", bits=32)
     p.bf16_probabilities = A.check_bool(bf16_probabilities, "bf16_probabilities")
+    p.diagonal_offset = _int(diagonal_offset, "diagonal_offset")
     return p
 
 
@@ -85,7 +86,7 @@ def _result(out, lse, weights, return_lse, return_weights):
 
 def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left", scale=None,
               softcap=0.0, kv_lens=None, q_lens=None, return_lse=False, return_weights=False,
-              num_threads=0, bf16_probabilities=False):
+              num_threads=0, bf16_probabilities=False, diagonal_offset=0):
     """Fused attention: out = softmax(scale * q @ k^T + mask) @ v, accumulated in float32.
 
     Args:
@@ -101,6 +102,8 @@ def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left"
         p = i + kv_len - q_len ("bottom_right", per batch, after kv_lens / q_lens).
       window: (left, right): only keys p - left <= j <= p + right are visible; -1 = unbounded.
       align: "top_left" or "bottom_right", the diagonal p used by causal and window.
+      diagonal_offset: added to p, for a call over part of a longer sequence: queries that start
+        at global row r and keys that start at global key o of a top-left problem pass r - o.
       scale: multiplies q @ k^T; default 1 / sqrt(D).
       softcap: if > 0, scores s become softcap * tanh(s / softcap) (after scale, before masks).
       kv_lens: per-batch valid key counts (length B); keys j >= kv_lens[b] are invisible.
@@ -150,7 +153,7 @@ def attention(q, k, v, *, mask=None, causal=False, window=None, align="top_left"
         raise ValueError(f"{bad}: must be 4-D like q, got shape {tuple(x.shape)}")
 
     params = _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_threads,
-                     bf16_probabilities)
+                     bf16_probabilities, diagonal_offset)
     if _autograd.wants_grad(kind, q, k, v, mask):
         out, lse, weights = _autograd.attention(q, k, v, mask, params, return_weights)
     else:

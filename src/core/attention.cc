@@ -17,6 +17,12 @@ void attention(const TensorView& q, const TensorView& k, const TensorView& v,
   });
 }
 
+void validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const AttentionParams& params, const AttentionOutputs& outputs) {
+  core::translate_allocation_failure("validate_attention",
+                                     [&] { core::make_dense_problem(q, k, v, params, outputs); });
+}
+
 void attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
                       std::span<const int64_t> cu_seqlens_q, std::span<const int64_t> cu_seqlens_k,
                       const AttentionParams& params, const AttentionOutputs& outputs) {

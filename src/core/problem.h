@@ -47,6 +47,7 @@ struct Problem {
   bool causal = false;
   bool bottom_right = false;
   int64_t window_left = -1, window_right = -1;
+  int64_t diagonal_offset = 0;  // added to every row's diagonal; |offset| + Lq + Lk <= 2^61
   bool bf16_probabilities = false;
   bool accumulate = false;  // out and lse hold a result over other keys: merge into it
   int num_threads = 1;

@@ -254,9 +254,18 @@ void fill_common_params(Problem& p, const AttentionParams& params) {
   p.bottom_right = params.align == CausalAlign::kBottomRight;
   if (params.align != CausalAlign::kTopLeft && params.align != CausalAlign::kBottomRight)
     fail("align: must be top_left or bottom_right");
-  // |p - j| <= Lq + Lk for every diagonal p and key j, so a wider window is unbounded; clamping
-  // keeps p - left and p + right + 1 from overflowing (a window of INT64_MAX is legal input).
-  const int64_t widest = p.max_q_rows + p.max_kv_len;
+  // |p - j| <= Lq + Lk + |diagonal_offset| for every diagonal p and key j, so a wider window is
+  // unbounded; clamping keeps p - left and p + right + 1 from overflowing (a window of
+  // INT64_MAX is legal input). The bound on the offset keeps that sum itself far from overflow.
+  constexpr int64_t kMaxReach = int64_t{1} << 61;
+  const int64_t offset = params.diagonal_offset;
+  if (offset < -kMaxReach || offset > kMaxReach)
+    fail("diagonal_offset: |diagonal_offset| must be at most 2^61 = ", kMaxReach, ", got ", offset);
+  const int64_t widest = sat_add(sat_add(p.max_q_rows, p.max_kv_len), offset < 0 ? -offset : offset);
+  if (offset != 0 && widest > kMaxReach)
+    fail("diagonal_offset: |diagonal_offset| + Lq + Lk must be at most 2^61 = ", kMaxReach,
+         ", got ", offset < 0 ? -offset : offset, " + ", p.max_q_rows, " + ", p.max_kv_len);
+  p.diagonal_offset = offset;
   p.window_left = std::min(params.window.left, widest);
   p.window_right = std::min(params.window.right, widest);
   p.num_threads = params.num_threads;

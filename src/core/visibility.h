@@ -14,10 +14,12 @@ struct KeyRange {
   bool empty() const { return hi <= lo; }
 };
 
-// Row i of sequence s. The diagonal p is i (top-left) or i + kv_len - q_len (bottom-right).
+// Row i of sequence s. The diagonal p is i (top-left) or i + kv_len - q_len (bottom-right),
+// shifted by diagonal_offset. No overflow: validation bounds |offset| + Lq + Lk and the window
+// widths by 2^61, so every sum below stays within ±2^62.
 inline KeyRange visible_keys(const Problem& p, const Sequence& s, int64_t i) {
   if (i >= s.q_len) return {};
-  const int64_t diag = p.bottom_right ? i + s.kv_len - s.q_len : i;
+  const int64_t diag = (p.bottom_right ? i + s.kv_len - s.q_len : i) + p.diagonal_offset;
   KeyRange r{0, s.kv_len};
   if (p.causal) r.hi = std::min(r.hi, diag + 1);
   if (p.window_left >= 0) r.lo = std::max(r.lo, diag - p.window_left);

@@ -11,7 +11,7 @@ bool is_visible(const Problem& p, int64_t b, int64_t i, int64_t j) {
   const int64_t kv_len = p.kv_lens.empty() ? p.kv_len : p.kv_lens[b];
   const int64_t q_len = p.q_lens.empty() ? p.q_len : p.q_lens[b];
   if (i >= q_len || j >= kv_len) return false;
-  const int64_t diag = p.bottom_right ? i + kv_len - q_len : i;
+  const int64_t diag = (p.bottom_right ? i + kv_len - q_len : i) + p.diagonal_offset;
   if (p.causal && j > diag) return false;
   if (p.window_left >= 0 && j < diag - p.window_left) return false;
   if (p.window_right >= 0 && j > diag + p.window_right) return false;

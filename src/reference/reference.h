@@ -19,6 +19,7 @@ struct Problem {
   bool causal = false;
   bool bottom_right = false;
   int64_t window_left = -1, window_right = -1;
+  int64_t diagonal_offset = 0;  // added to the diagonal, as AttentionParams::diagonal_offset
   double scale = 1.0;
   double softcap = 0.0;
 };

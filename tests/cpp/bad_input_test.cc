@@ -307,5 +307,33 @@ TEST(BadInput, BackwardMaskGradientOfTheWrongShape) {
   for (float x : dmask) ASSERT_EQ(x, 42.0f);
 }
 
+// validate_attention: the same verdict and message as attention(), and never a write.
+TEST(BadInput, ValidateAttentionAgreesWithAttentionAndWritesNothing) {
+  std::vector<float> q(2 * 4 * 3, 0.5f), k(2 * 5 * 3, 0.25f), v(2 * 5 * 3, 1.0f),
+      out(2 * 4 * 3, 42.0f), lse(2 * 4, 42.0f);
+  AttentionParams p;
+  const AttentionOutputs o{view(out.data(), {1, 2, 4, 3}), view(lse.data(), {1, 2, 4})};
+  validate_attention(view(q.data(), {1, 2, 4, 3}), view(k.data(), {1, 2, 5, 3}),
+                     view(v.data(), {1, 2, 5, 3}), p, o);
+  for (float x : out) ASSERT_EQ(x, 42.0f);
+  for (float x : lse) ASSERT_EQ(x, 42.0f);
+  p.window = {-3, 0};
+  std::string from_attention, from_validate;
+  try {
+    attention(view(q.data(), {1, 2, 4, 3}), view(k.data(), {1, 2, 5, 3}),
+              view(v.data(), {1, 2, 5, 3}), p, o);
+  } catch (const Error& e) {
+    from_attention = e.what();
+  }
+  try {
+    validate_attention(view(q.data(), {1, 2, 4, 3}), view(k.data(), {1, 2, 5, 3}),
+                       view(v.data(), {1, 2, 5, 3}), p, o);
+  } catch (const Error& e) {
+    from_validate = e.what();
+  }
+  EXPECT_THAT(from_validate, ::testing::HasSubstr("window:"));
+  EXPECT_EQ(from_validate, from_attention);
+}
+
 }  // namespace
 }  // namespace xattn

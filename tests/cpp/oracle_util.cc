@@ -107,7 +107,7 @@ std::string RandomCase::describe() const {
      << " dtype=" << dtype_name(dtype) << " out=" << dtype_name(out_dtype)
      << " layout=" << static_cast<int>(layout) << " causal=" << r.causal
      << " bottom_right=" << r.bottom_right << " window=(" << r.window_left << ","
-     << r.window_right << ") softcap=" << r.softcap << " scale=" << r.scale
+     << r.window_right << ") diagonal_offset=" << r.diagonal_offset << " softcap=" << r.softcap << " scale=" << r.scale
      << " kv_lens=" << r.kv_lens.size() << " q_lens=" << r.q_lens.size()
      << " mask=" << static_cast<int>(mask_kind) << " mask_rank=" << mask_shape.size()
      << " threads=" << threads << " weights=" << want_weights
@@ -238,6 +238,7 @@ struct CaseInputs {
     params.causal = p.causal;
     params.align = p.bottom_right ? CausalAlign::kBottomRight : CausalAlign::kTopLeft;
     params.window = {p.window_left, p.window_right};
+    params.diagonal_offset = p.diagonal_offset;
     params.kv_lens = p.kv_lens;
     params.q_lens = p.q_lens;
     params.num_threads = c.threads;

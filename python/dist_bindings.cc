@@ -1,0 +1,53 @@
+// The `xattn._xattn_dist` extension: xattn::dist (attention across MPI processes) for the Python
+// package, built only where MPI is found. The communicator arrives as its Fortran handle
+// (mpi4py's Comm.py2f()), so that no mpi4py header is needed; MPI_Comm_f2c turns it back.
+
+#include <mpi.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+
+#include "array_spec.h"
+#include "xattn/dist.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using namespace xattn::python;
+
+MPI_Comm to_comm(int64_t fortran_handle) {
+  return MPI_Comm_f2c(static_cast<MPI_Fint>(fortran_handle));
+}
+
+void attention_split_kv(const ArraySpec& q, const ArraySpec& k_shard, const ArraySpec& v_shard,
+                        const Params& params, int64_t comm, const ArraySpec& out,
+                        const OptionalArray& lse) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k_shard, "k_shard"),
+                          vv = to_view(v_shard, "v_shard");
+  const xattn::AttentionParams p = params.view();
+  const xattn::AttentionOutputs o{to_mutable(out, "out"), to_mutable(lse, "lse")};
+  // The arrays are only borrowed: the Python caller holds references to all of them. Other
+  // Python threads may run while this one waits for the other ranks.
+  py::gil_scoped_release release;
+  xattn::dist::attention_split_kv(qv, kv, vv, p, to_comm(comm), o);
+}
+
+void reject_split_kv(int64_t comm, const std::string& why) {
+  py::gil_scoped_release release;
+  xattn::dist::reject_split_kv(to_comm(comm), why);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_xattn_dist, m) {
+  m.doc() = "Low-level binding of xattn::dist (MPI); use `xattn.dist` instead.";
+  py::module_::import("xattn._xattn");  // Params, and xattn::Error as xattn.Error
+  m.def("attention_split_kv", &attention_split_kv, py::arg("q"), py::arg("k_shard"),
+        py::arg("v_shard"), py::arg("params"), py::arg("comm"), py::arg("out"), py::arg("lse"),
+        "Split-KV attention over the ranks of comm (a Fortran handle) into preallocated outputs.");
+  m.def("reject_split_kv", &reject_split_kv, py::arg("comm"), py::arg("why"),
+        "Joins attention_split_kv's collective checks as a rank whose arguments are bad.");
+}

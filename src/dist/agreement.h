@@ -1,0 +1,44 @@
+#pragma once
+// The collective checks of a distributed call. Each rank states whether its own arguments are
+// good and the values that must match across ranks; one all-gather tells every rank what every
+// rank said, so all of them reach the same verdict and throw the same xattn::Error together.
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace xattn::dist {
+
+// A value every rank must give alike, and how to name it in an error.
+struct FieldName {
+  const char* arg;   // the argument that carries it, e.g. "q"
+  const char* what;  // e.g. "D (head dim)"
+  bool digest;       // the value is a digest of a list (print "differs", not the values)
+};
+
+inline constexpr int kMaxFields = 32;
+inline constexpr int kMessageBytes = 400;
+
+// What one rank tells the others: plain bytes over MPI (every rank runs the same binary).
+struct RankReport {
+  int64_t ok = 1;
+  int64_t keys = 0;  // this rank's shard length
+  int64_t values[kMaxFields] = {};
+  char message[kMessageBytes] = {};  // the rank's own error, when !ok
+
+  void fail(const std::string& why);
+};
+
+// All-gathers the reports (one collective, which every rank makes). Then, alike on every rank:
+// throws when any rank failed, quoting the first failing rank's message, or when a field
+// differs from rank 0's, naming it and the ranks. `entry` prefixes every message.
+std::vector<RankReport> agree(MPI_Comm comm, const char* entry, const RankReport& mine,
+                              std::span<const FieldName> fields);
+
+// The same with no fields: whether every rank could go on.
+void agree_ok(MPI_Comm comm, const char* entry, const RankReport& mine);
+
+}  // namespace xattn::dist
