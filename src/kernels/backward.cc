@@ -45,6 +45,7 @@
 #include "kernels/dim_lanes-inl.h"
 #include "kernels/score_tile-inl.h"
 #include "kernels/tile_kernels-inl.h"
+#include "kernels/transpose-inl.h"
 #include "kernels/vector_exp-inl.h"
 #include "kernels/work_item-inl.h"
 
@@ -163,7 +164,6 @@ struct RowTiles {
     row_h.assign(tiles * br, 0), row_i.assign(tiles * br, 0);
     range.assign(tiles * br, KeyRange{});
     tile.assign(tiles, Tile{});
-    std::vector<float> q(D), dout(Dv);
     for (int64_t t = 0; t < tiles; ++t) {
       Tile& info = tile[t];
       info.every = {0, seq.kv_len}, info.some = {seq.kv_len, 0};
@@ -183,34 +183,53 @@ struct RowTiles {
         }
         info.some = {std::min(info.some.lo, seen.lo), std::max(info.some.hi, seen.hi)};
         const int64_t l = seq.q_start + i;
+        float *q = qs(t) + x * D, *dout = dos(t) + x * Dv;
         convert_row(core::element_ptr(p.q.data, p.q.dtype, p.q.offset(b, h, l, 0)), p.q.dtype,
-                    p.q.stride[3], p.head_dim, q.data());
+                    p.q.stride[3], p.head_dim, q);
+        for (int64_t d = 0; d < p.head_dim; ++d) q[d] *= p.scale;
         convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
-                    bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout.data());
-        for (int64_t d = 0; d < p.head_dim; ++d) {
-          const float x_d = p.scale * q[d];
-          qt(t)[d * br + x] = qs(t)[x * D + d] = x_d;
-          info.finite &= std::isfinite(x_d);
-        }
-        for (int64_t e = 0; e < p.value_dim; ++e) {
-          dot(t)[e * br + x] = dos(t)[x * Dv + e] = dout[e];
-          info.finite &= std::isfinite(dout[e]);
-        }
+                    bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout);
+        info.finite &= all_finite(q, D, 1, p.head_dim) && all_finite(dout, Dv, 1, p.value_dim);
         base(t)[x] = lse_of(p, b, h, i);
         delta(t)[x] = deltas[(b * p.heads_q + h) * p.max_q_rows + i];
+      }
+      // Qᵀ and dOᵀ from the rows, a vector of rows at a time (padding rows are zeros).
+      const float* rows[kMaxLanes];
+      for (int64_t x0 = 0; x0 < br; x0 += N) {
+        for (int64_t r = 0; r < N; ++r) rows[r] = qs(t) + (x0 + r) * D;
+        for (int64_t d0 = 0; d0 < p.head_dim; d0 += N)
+          pack_transposed(rows, N, d0, std::min(N, p.head_dim - d0), 1.0f, qt(t) + d0 * br + x0, br);
+        for (int64_t r = 0; r < N; ++r) rows[r] = dos(t) + (x0 + r) * Dv;
+        for (int64_t e0 = 0; e0 < p.value_dim; e0 += N)
+          pack_transposed(rows, N, e0, std::min(N, p.value_dim - e0), 1.0f, dot(t) + e0 * br + x0, br);
       }
     }
   }
 
-  // dq of tile t's rows: scale · dQᵀ, transposed.
-  void store_dq(const BackwardProblem& bp, int64_t t, float* row) {
+  // dq of tile t's rows: scale · dQᵀ, transposed, a vector of rows at a time staged in buf
+  // (N rows of D floats).
+  void store_dq(const BackwardProblem& bp, int64_t t, float* buf) {
     Scope scope(profile::kBwdFinish);
     const Problem& p = bp.fwd;
-    for (int64_t x = 0; x < br && t * br + x < rows; ++x) {
-      const int64_t r = t * br + x;
-      for (int64_t d = 0; d < p.head_dim; ++d)
-        row[d] = p.scale * (few ? dqt(t)[x * D + d] : dqt(t)[d * br + x]);
-      store_row(row, bp.dq, b, row_h[r], p.sequences[b].q_start + row_i[r], p.head_dim);
+    const int64_t N = lanes(), n_rows = std::min(br, rows - t * br);
+    float factor[kMaxLanes];
+    float* staged[kMaxLanes];
+    std::fill_n(factor, N, p.scale);
+    for (int64_t r = 0; r < N; ++r) staged[r] = buf + r * D;
+    for (int64_t x0 = 0; x0 < n_rows; x0 += N) {
+      const int64_t n = std::min(N, n_rows - x0);
+      if (few) {
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t d = 0; d < p.head_dim; ++d) staged[r][d] = p.scale * dqt(t)[(x0 + r) * D + d];
+      } else {
+        for (int64_t d0 = 0; d0 < p.head_dim; d0 += N)
+          unpack_transposed(dqt(t) + d0 * br + x0, br, factor, n, staged, d0,
+                            std::min(N, p.head_dim - d0));
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t x = t * br + x0 + r;
+        store_row(staged[r], bp.dq, b, row_h[x], p.sequences[b].q_start + row_i[x], p.head_dim);
+      }
     }
   }
 };
@@ -471,7 +490,7 @@ void head(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b
     }
   });
   zero_unseen_keys(bp, b, hk, s.row_buf);
-  for (int64_t t = 0; t < rt.tiles; ++t) rt.store_dq(bp, t, s.row_buf);
+  for (int64_t t = 0; t < rt.tiles; ++t) rt.store_dq(bp, t, s.kbuf);
 }
 
 }  // namespace
@@ -532,7 +551,7 @@ void Backward(const BackwardProblem& bp) {
         tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {false, true, dmask_of(thread)});
       }
     });
-    rt.store_dq(bp, t, s.row_buf);
+    rt.store_dq(bp, t, s.kbuf);
   };
   if (shared) core::parallel_for_static(static_cast<int64_t>(tiles.size()), threads, tile_item);
   else core::parallel_for(static_cast<int64_t>(tiles.size()), threads, [&](int64_t i) { tile_item(i, 0); });
