@@ -100,7 +100,7 @@ SHARDS = {1: [9], 2: [5, 9], 3: [4, 0, 7], 4: [3, 6, 0, 5]}
 
 def split_kv_case(rank, world, name, causal=False, window=None, align="top_left", softcap=0.0,
                   kv_lens=None, q_lens=None, diagonal_offset=0, heads=(4, 2), mask_kind=None,
-                  dtype=torch.float32):
+                  dtype=torch.float32, group=None):
     g = torch.Generator().manual_seed(1234)
     B, (Hq, Hkv), Lq, D, Dv = 2, heads, 7, 16, 8
     lengths = SHARDS[world]
@@ -135,7 +135,8 @@ def split_kv_case(rank, world, name, causal=False, window=None, align="top_left"
     # (3) distributed.
     qd, kd, vd = leaves(q, k[:, :, o:o + n], v[:, :, o:o + n])
     md = None if mask is None else mask[..., o:o + n]
-    out, lse = xd.attention_split_kv(qd, kd, vd, mask=md, return_lse=True, num_threads=1, **opts)
+    out, lse = xd.attention_split_kv(qd, kd, vd, mask=md, return_lse=True, num_threads=1,
+                                     group=group, **opts)
     dq, dk, dv = grads_of(out, w, (qd, kd, vd))
     _, lse1 = xattn.attention(q, k, v, mask=mask, return_lse=True, num_threads=1, **opts)
     torch.testing.assert_close(lse, lse1, **CLOSE)
@@ -151,7 +152,7 @@ def split_kv_case(rank, world, name, causal=False, window=None, align="top_left"
     for x in (out.detach(), dq):
         x = x.contiguous().view(torch.uint8)  # the bits (gloo gathers no bfloat16)
         copies = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(copies, x)
+        dist.all_gather(copies, x, group=group)
         assert all(torch.equal(c, copies[0]) for c in copies), f"{name}: ranks differ"
     print(f"PASS split_kv {name}", flush=True)
 
@@ -172,11 +173,11 @@ def split_kv_cases(rank, world):
 # ---------------------------------------------------------------------------------------------
 # Ring: the sequence sharded; contiguous (uneven) and zigzag.
 
-RING_LENGTHS = {1: [6], 2: [5, 8], 3: [4, 7, 3], 4: [2, 5, 4, 6]}
+RING_LENGTHS = {1: [6], 2: [5, 8], 3: [4, 7, 3], 4: [2, 5, 0, 6]}  # (an empty shard)
 
 
 def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0, heads=(4, 2),
-              dtype=torch.float32):
+              dtype=torch.float32, group=None):
     g = torch.Generator().manual_seed(99)
     chunk = 3
     lengths = RING_LENGTHS[world] if layout == "contiguous" else [2 * chunk] * world
@@ -204,7 +205,7 @@ def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0,
     dq2, dk2, dv2 = grads_of(out2, w.double(), (q2, k2, v2))
 
     qd, kd, vd = leaves(q[:, :, rows], k[:, :, rows], v[:, :, rows])
-    out = xd.ring_attention(qd, kd, vd, layout=layout, num_threads=1, **opts)
+    out = xd.ring_attention(qd, kd, vd, layout=layout, num_threads=1, group=group, **opts)
     dq, dk, dv = grads_of(out, w[:, :, rows], (qd, kd, vd))
     one = [x[:, :, rows] for x in (out1, dq1, dk1, dv1)]
     math = [x[:, :, rows] for x in (out2, dq2, dk2, dv2)]
@@ -225,6 +226,18 @@ def ring_cases(rank, world):
                   softcap=3.0)
         ring_case(rank, world, "mha", layout, causal=True, heads=(2, 2))
         ring_case(rank, world, "bfloat16 causal", layout, causal=True, dtype=torch.bfloat16)
+
+
+def subgroup_cases(rank, world):
+    """Ranks 1 .. P-1 as a group of their own: group ranks differ from global ones (the ring's
+    peers), and rank 0 stays out. Every rank creates the group, as torch requires."""
+    members = list(range(1, world))
+    group = dist.new_group(members)
+    if rank == 0 or len(members) < 2:
+        return
+    split_kv_case(rank - 1, len(members), "subgroup causal", causal=True, group=group)
+    ring_case(rank - 1, len(members), "subgroup causal", "zigzag", causal=True, group=group)
+    ring_case(rank - 1, len(members), "subgroup window", "contiguous", window=(3, 2), group=group)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +308,7 @@ def mismatched_group(rank, world):
 
 
 SUITES = {
-    "all": (split_kv_cases, ring_cases, bad_input_cases),
+    "all": (split_kv_cases, ring_cases, subgroup_cases, bad_input_cases),
     "missing": (missing_rank,),
     "mismatched": (mismatched_group,),
 }
