@@ -207,6 +207,9 @@ def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0,
     qd, kd, vd = leaves(q[:, :, rows], k[:, :, rows], v[:, :, rows])
     out = xd.ring_attention(qd, kd, vd, layout=layout, num_threads=1, group=group, **opts)
     dq, dk, dv = grads_of(out, w[:, :, rows], (qd, kd, vd))
+    with torch.no_grad():  # the same call again, without autograd: the same bits
+        again = xd.ring_attention(qd, kd, vd, layout=layout, num_threads=1, group=group, **opts)
+    assert torch.equal(again, out.detach()), f"ring {layout} {name}: not deterministic"
     one = [x[:, :, rows] for x in (out1, dq1, dk1, dv1)]
     math = [x[:, :, rows] for x in (out2, dq2, dk2, dv2)]
     if dtype == torch.float32:
