@@ -36,6 +36,15 @@ void attention(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v, const
   xattn::attention(qv, kv, vv, p, o);
 }
 
+// attention()'s checks alone, for callers that must agree with other processes that all is well
+// before computing (xattn.torch_dist).
+void validate_attention(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
+                        const Params& params, const ArraySpec& out, const OptionalArray& lse,
+                        const OptionalArray& weights) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v");
+  xattn::validate_attention(qv, kv, vv, params.view(), to_outputs(out, lse, weights));
+}
+
 void attention_varlen(const ArraySpec& q, const ArraySpec& k, const ArraySpec& v,
                       const std::vector<int64_t>& cu_seqlens_q,
                       const std::vector<int64_t>& cu_seqlens_k, const Params& params,
@@ -147,6 +156,9 @@ PYBIND11_MODULE(_xattn, m) {
   m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("params"),
         py::arg("out"), py::arg("lse"), py::arg("weights"),
         "Dense attention into preallocated outputs; arrays are (ptr, dtype, shape, strides).");
+  m.def("validate_attention", &validate_attention, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("params"), py::arg("out"), py::arg("lse"), py::arg("weights"),
+        "Raises what attention() would raise for these arguments; computes nothing.");
   m.def("attention_varlen", &attention_varlen, py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("params"), py::arg("out"),
         py::arg("lse"), py::arg("weights"),
