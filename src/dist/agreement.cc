@@ -83,4 +83,26 @@ void agree_ok(MPI_Comm comm, const char* entry, const RankReport& mine) {
   throw_if_any_failed(entry, all_gather(comm, mine));
 }
 
+int64_t float_bits(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+}
+
+CommPlace check_comm(MPI_Comm comm, const char* entry) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized)
+    throw Error(std::string(entry) + ": MPI is not initialized (or already finalized)");
+  if (comm == MPI_COMM_NULL) throw Error(std::string(entry) + ": comm: is MPI_COMM_NULL");
+  int inter = 0;
+  MPI_Comm_test_inter(comm, &inter);
+  if (inter) throw Error(std::string(entry) + ": comm: must be an intracommunicator");
+  CommPlace place;
+  MPI_Comm_rank(comm, &place.rank);
+  MPI_Comm_size(comm, &place.size);
+  return place;
+}
+
 }  // namespace xattn::dist

@@ -41,4 +41,15 @@ std::vector<RankReport> agree(MPI_Comm comm, const char* entry, const RankReport
 // The same with no fields: whether every rank could go on.
 void agree_ok(MPI_Comm comm, const char* entry, const RankReport& mine);
 
+// A float's bits, as a field: values compare exactly, and a NaN equals itself.
+int64_t float_bits(float x);
+
+// This rank's place in `comm`, after the checks that no collective can share (MPI initialized,
+// comm not MPI_COMM_NULL, an intracommunicator): a rank that fails them cannot reach the others,
+// so it throws xattn::Error at once, naming `entry`.
+struct CommPlace {
+  int rank = 0, size = 0;
+};
+CommPlace check_comm(MPI_Comm comm, const char* entry);
+
 }  // namespace xattn::dist
