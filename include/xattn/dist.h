@@ -38,8 +38,10 @@ namespace xattn::dist {
 // arguments are invalid, or the arguments that must match differ between ranks, EVERY rank
 // throws xattn::Error naming the argument and the rank(s), and no output is written. Every rank
 // makes the same collective calls in the same order, errors or not, so a bad argument never
-// leaves the others waiting. What this cannot catch: a rank that never calls, or ranks that pass
-// different communicators (they would wait for each other, as any MPI collective would).
+// leaves the others waiting. A rank that never calls, or ranks that pass different
+// communicators, cannot be told from a slow rank: the ranks that wait throw xattn::Error after
+// $XATTN_DIST_TIMEOUT seconds (600 by default; 0 waits for ever), and the communicator, which
+// then holds an unfinished collective, must not be used again.
 // comm = MPI_COMM_NULL, an intercommunicator, or MPI not initialized throw at once on the ranks
 // that see them.
 void attention_split_kv(const TensorView& q, const TensorView& k_shard, const TensorView& v_shard,
@@ -83,7 +85,7 @@ enum class RingLayout : uint8_t {
 // shards of different or odd lengths make EVERY rank throw xattn::Error naming the argument
 // and the rank(s), with no output written. Every rank makes the same collective calls in the
 // same order, errors or not. A rank that never calls, or ranks that pass different
-// communicators, wait for each other as any MPI collective would.
+// communicators: as attention_split_kv, the ranks that wait throw after $XATTN_DIST_TIMEOUT s.
 void ring_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                     const AttentionParams& params, MPI_Comm comm, RingLayout layout,
                     const AttentionOutputs& outputs);

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -478,6 +479,34 @@ void run_bad_inputs() {
                           });
 }
 
+// Last of all: a rank that never calls, and ranks that pass different communicators. The ranks
+// that wait throw after XATTN_DIST_TIMEOUT seconds instead of hanging. Each case on a
+// communicator of its own, since the unfinished check stays on it.
+void run_missing_ranks() {
+  setenv("XATTN_DIST_TIMEOUT", "1", 1);
+  Case c;
+  c.layout = RingLayout::kZigzag, c.L = 48, c.causal = true;
+  const Problem p(c, 7);
+  const int64_t n = p.n();
+  const std::string expect = "comm: not all of its ";
+  MPI_Comm missing, odd, even;
+  MPI_Comm_dup(MPI_COMM_WORLD, &missing);
+  MPI_Comm_dup(MPI_COMM_WORLD, &odd);
+  MPI_Comm_dup(MPI_COMM_WORLD, &even);
+  auto call = [&](MPI_Comm comm, Output& o, Output& l) {
+    dist::ring_attention(p.q.mine(), p.k.mine(), p.v.mine(), p.params(), comm, c.layout,
+                         {first_rows(o, n, c.Dv), first_rows(l, n, 1)});
+  };
+  if (g_rank != g_size - 1)
+    expect_error_everywhere("the last rank does not call", expect + std::to_string(g_size) + " ranks",
+                            [&](Output& o, Output& l) { call(missing, o, l); });
+  else
+    ++g_passed;  // it has nothing to check, and the counts must stay alike
+  expect_error_everywhere("ranks pass different communicators", expect,
+                          [&](Output& o, Output& l) { call(g_rank % 2 ? odd : even, o, l); });
+  // The communicators hold unfinished collectives: they are left as they are, not freed.
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -524,6 +553,7 @@ int main(int argc, char** argv) {
   run_bad_inputs();
   // After the errors, the ranks must still be in step: a good call once more.
   run_case(cases[3], 2000);
+  run_missing_ranks();
 
   int failed = 0, passed = 0;
   MPI_Allreduce(&g_failed, &failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
