@@ -101,16 +101,16 @@ Layout dense(int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
   return Layout::strided({d0, d1, d2, d3}, {d1 * d2 * d3, d2 * d3, d3, 1});
 }
 
-// A row-major [d0, d1, L, d3] tensor in f32 or bf16, its values as the kernel reads them, and
+// A row-major [d0, d1, L, d3] tensor in f32, bf16 or f16, its values as the kernel reads them, and
 // this rank's rows of it.
 struct Tensor {
   DType dtype;
   int64_t d0, d1, L, d3;
   std::vector<float> f32;
-  std::vector<uint16_t> bf16;
+  std::vector<uint16_t> half;  // bf16 or f16
   std::vector<double> values;
   std::vector<float> mine_f32;
-  std::vector<uint16_t> mine_bf16;
+  std::vector<uint16_t> mine_half;
   int64_t n = 0;
 
   Tensor(DType t, int64_t a, int64_t b, int64_t l, int64_t d, std::mt19937_64& rng)
@@ -119,8 +119,11 @@ struct Tensor {
     for (int64_t i = 0; i < a * b * l * d; ++i) {
       float x = normal(rng);
       if (t == DType::kBF16) {
-        bf16.push_back(float_to_bf16(x));
-        x = bf16_to_float(bf16.back());
+        half.push_back(float_to_bf16(x));
+        x = bf16_to_float(half.back());
+      } else if (t == DType::kF16) {
+        half.push_back(float_to_f16(x));
+        x = f16_to_float(half.back());
       } else {
         f32.push_back(x);
       }
@@ -129,16 +132,16 @@ struct Tensor {
   }
   void take(const std::vector<Piece>& pieces) {
     n = count_rows(pieces);
-    if (dtype == DType::kBF16) mine_bf16 = gather(bf16, d0 * d1, L, d3, pieces);
+    if (dtype != DType::kF32) mine_half = gather(half, d0 * d1, L, d3, pieces);
     else mine_f32 = gather(f32, d0 * d1, L, d3, pieces);
-    mine_bf16.push_back(0), mine_f32.push_back(0);  // an empty view still needs non-null data
+    mine_half.push_back(0), mine_f32.push_back(0);  // an empty view still needs non-null data
   }
   TensorView all() const {
-    const void* p = dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+    const void* p = dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : half.data();
     return {p, dtype, dense(d0, d1, L, d3)};
   }
   TensorView mine() const {
-    const void* p = dtype == DType::kF32 ? static_cast<const void*>(mine_f32.data()) : mine_bf16.data();
+    const void* p = dtype == DType::kF32 ? static_cast<const void*>(mine_f32.data()) : mine_half.data();
     return {p, dtype, dense(d0, d1, n, d3)};
   }
 };
@@ -175,7 +178,7 @@ struct Output {
       } else {
         uint16_t h;
         std::memcpy(&h, bytes.data() + 2 * i, 2);
-        x[i] = bf16_to_float(h);
+        x[i] = dtype == DType::kF16 ? f16_to_float(h) : bf16_to_float(h);
       }
     }
     return x;
@@ -542,6 +545,9 @@ int main(int argc, char** argv) {
   });
   add("bf16, bf16 out, causal, contiguous", [](Case& c) {
     c.dtype = DType::kBF16, c.out_dtype = DType::kBF16, c.causal = true;
+  });
+  add("f16, f16 out and gradients, window (4, 4), zigzag", [&](Case& c) {
+    c.dtype = c.out_dtype = c.grad_dtype = DType::kF16, c.window = {4, 4}, c.layout = zigzag;
   });
   // Long enough that each rank's rows are cut into pieces between which transfers progress.
   add("1200 rows, causal, contiguous", [](Case& c) { c.B = 1, c.Hq = c.Hkv = 1, c.L = 1200, c.causal = true; });
