@@ -84,6 +84,13 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
                         const TensorView& out, const TensorView& lse, const TensorView& dout,
                         const AttentionParams& params, const AttentionGradients& grads);
 
+// Throws the xattn::Error that attention_backward() would throw for these arguments, or returns;
+// computes and writes nothing (as validate_attention, for xattn::dist's collective checks).
+void validate_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                 const TensorView& out, const TensorView& lse,
+                                 const TensorView& dout, const AttentionParams& params,
+                                 const AttentionGradients& grads);
+
 // attention_backward for attention_varlen's packed layout: out [Tq, Hq, Dv] and lse [Hq, Tq] as
 // attention_varlen returned them, dout like out, dq, dk, dv like q, k, v.
 void attention_varlen_backward(const TensorView& q, const TensorView& k, const TensorView& v,

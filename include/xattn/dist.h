@@ -4,6 +4,7 @@
 
 #include <mpi.h>
 
+#include <cstdint>
 #include <string>
 
 #include "xattn/attention.h"
@@ -37,8 +38,10 @@ namespace xattn::dist {
 // arguments are invalid, or the arguments that must match differ between ranks, EVERY rank
 // throws xattn::Error naming the argument and the rank(s), and no output is written. Every rank
 // makes the same collective calls in the same order, errors or not, so a bad argument never
-// leaves the others waiting. What this cannot catch: a rank that never calls, or ranks that pass
-// different communicators (they would wait for each other, as any MPI collective would).
+// leaves the others waiting. A rank that never calls, or ranks that pass different
+// communicators, cannot be told from a slow rank: the ranks that wait throw xattn::Error after
+// $XATTN_DIST_TIMEOUT seconds (600 by default; 0 waits for ever), and the communicator, which
+// then holds an unfinished collective, must not be used again.
 // comm = MPI_COMM_NULL, an intercommunicator, or MPI not initialized throw at once on the ranks
 // that see them.
 void attention_split_kv(const TensorView& q, const TensorView& k_shard, const TensorView& v_shard,
@@ -50,5 +53,51 @@ void attention_split_kv(const TensorView& q, const TensorView& k_shard, const Te
 // its arguments with `why`, so that the other ranks throw xattn::Error instead of waiting. Always
 // throws xattn::Error on this rank too (the binding may raise its own error instead).
 [[noreturn]] void reject_split_kv(MPI_Comm comm, const std::string& why);
+
+// How a sequence of L rows is spread over the P ranks of a ring (Q, K and V alike).
+enum class RingLayout : uint8_t {
+  // Rank r holds rows o_r .. o_r + n_r - 1, o_r = n_0 + ... + n_{r-1}; the n_r may differ (and
+  // be 0). Causal work is unbalanced: rank r's rows see r + 1 of the P blocks.
+  kContiguous,
+  // The sequence is cut into 2P chunks of c = L / (2P) rows; rank r holds chunks r and 2P-1-r,
+  // concatenated (n_r = 2c on every rank). Causal, every rank then does the same work
+  // (striped/zigzag ring attention). L must be a multiple of 2P.
+  kZigzag,
+};
+
+// Exact self-attention over a sequence split by rows across the ranks of `comm` (ring attention):
+// each rank gets its rows of what attention() over the whole sequence gives, memory per rank
+// linear in its own rows. K/V blocks pass around the ring (rank r sends to r + 1); while a step
+// computes on one block, the next one arrives.
+//
+// q [B, Hq, n_r, D], k [B, Hkv, n_r, D], v [B, Hkv, n_r, Dv]: this rank's rows, placed by
+// `layout`, any strides, f32/f16/bf16. outputs.out [B, Hq, n_r, Dv] (f32 or the inputs' dtype),
+// optional lse [B, Hq, n_r] (f32; the backward needs it). Partial results are f32 throughout.
+//
+// params describe the whole sequence as attention() would see it: causal, window, softcap,
+// scale and diagonal_offset use GLOBAL positions (a key's place in the sequence decides what
+// sees it). Self-attention with equal lengths, so align kTopLeft and kBottomRight are the same.
+// Not supported (an error): mask, kv_lens, q_lens, outputs.weights, outputs.accumulate.
+// Everything except num_threads must be the same on every rank.
+//
+// Errors: as attention_split_kv, the ranks agree on the arguments collectively before anything
+// is computed or sent; bad arguments on any rank, values that differ between ranks, or zigzag
+// shards of different or odd lengths make EVERY rank throw xattn::Error naming the argument
+// and the rank(s), with no output written. Every rank makes the same collective calls in the
+// same order, errors or not. A rank that never calls, or ranks that pass different
+// communicators: as attention_split_kv, the ranks that wait throw after $XATTN_DIST_TIMEOUT s.
+void ring_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                    const AttentionParams& params, MPI_Comm comm, RingLayout layout,
+                    const AttentionOutputs& outputs);
+
+// Gradients for ring_attention: q, k, v, params, comm and layout as given to it; out and lse
+// this rank's rows as it returned them; dout shaped like out (f32 or the inputs' dtype). grads:
+// dq, dk, dv shaped like this rank's q, k, v (f32 or the inputs' dtype), no dmask. Gradients
+// of the K/V blocks travel with them and reach their owner after P steps; sums are f32 in a
+// fixed order, so the same inputs on the same ranks give the same bits. Errors as the forward.
+void ring_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                             const TensorView& out, const TensorView& lse, const TensorView& dout,
+                             const AttentionParams& params, MPI_Comm comm, RingLayout layout,
+                             const AttentionGradients& grads);
 
 }  // namespace xattn::dist

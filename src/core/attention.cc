@@ -40,6 +40,15 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   });
 }
 
+void validate_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                 const TensorView& out, const TensorView& lse,
+                                 const TensorView& dout, const AttentionParams& params,
+                                 const AttentionGradients& grads) {
+  core::translate_allocation_failure("validate_attention_backward", [&] {
+    core::make_backward_problem(q, k, v, out, lse, dout, params, grads);
+  });
+}
+
 void attention_varlen_backward(const TensorView& q, const TensorView& k, const TensorView& v,
                                std::span<const int64_t> cu_seqlens_q,
                                std::span<const int64_t> cu_seqlens_k, const TensorView& out,

@@ -35,10 +35,30 @@ struct RankReport {
 // All-gathers the reports (one collective, which every rank makes). Then, alike on every rank:
 // throws when any rank failed, quoting the first failing rank's message, or when a field
 // differs from rank 0's, naming it and the ranks. `entry` prefixes every message.
+// When not every rank has joined within join_timeout_seconds() (a rank that never calls, or
+// ranks that passed different communicators), throws on the ranks that wait, instead of
+// hanging; the unfinished collective then stays on the communicator, which is unusable after.
 std::vector<RankReport> agree(MPI_Comm comm, const char* entry, const RankReport& mine,
                               std::span<const FieldName> fields);
 
 // The same with no fields: whether every rank could go on.
 void agree_ok(MPI_Comm comm, const char* entry, const RankReport& mine);
+
+// How long an agreement waits for every rank: $XATTN_DIST_TIMEOUT seconds (0: for ever), or
+// kDefaultTimeoutSeconds when unset or not a number >= 0. Read at each call.
+inline constexpr const char* kTimeoutVariable = "XATTN_DIST_TIMEOUT";
+inline constexpr double kDefaultTimeoutSeconds = 600;
+double join_timeout_seconds();
+
+// A float's bits, as a field: values compare exactly, and a NaN equals itself.
+int64_t float_bits(float x);
+
+// This rank's place in `comm`, after the checks that no collective can share (MPI initialized,
+// comm not MPI_COMM_NULL, an intracommunicator): a rank that fails them cannot reach the others,
+// so it throws xattn::Error at once, naming `entry`.
+struct CommPlace {
+  int rank = 0, size = 0;
+};
+CommPlace check_comm(MPI_Comm comm, const char* entry);
 
 }  // namespace xattn::dist

@@ -33,12 +33,6 @@ std::string shard_names(std::string message) {
   return message;
 }
 
-int64_t bits_of(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b;
-}
-
 // FNV-1a over the values: equal lists give equal digests on every rank.
 int64_t digest(std::span<const int64_t> xs) {
   uint64_t h = 1469598103934665603ull;
@@ -88,8 +82,8 @@ void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const 
   *x++ = static_cast<int64_t>(o.out.dtype);
   *x++ = o.lse.present();
   *x++ = p.scale.has_value();
-  *x++ = p.scale ? bits_of(*p.scale) : 0;
-  *x++ = bits_of(p.softcap);
+  *x++ = p.scale ? float_bits(*p.scale) : 0;
+  *x++ = float_bits(p.softcap);
   *x++ = p.causal;
   *x++ = static_cast<int64_t>(p.align);
   *x++ = p.window.left;
@@ -169,19 +163,7 @@ void compute_partial(const ShardPlan& plan, const TensorView& q, const TensorVie
 void attention_split_kv(const TensorView& q, const TensorView& k_shard, const TensorView& v_shard,
                         const AttentionParams& params, MPI_Comm comm,
                         const AttentionOutputs& outputs) {
-  // Checks that no collective can share: the ranks that fail them cannot reach the others.
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (!initialized || finalized)
-    throw Error(std::string(kEntry) + ": MPI is not initialized (or already finalized)");
-  if (comm == MPI_COMM_NULL) throw Error(std::string(kEntry) + ": comm: is MPI_COMM_NULL");
-  int inter = 0;
-  MPI_Comm_test_inter(comm, &inter);
-  if (inter) throw Error(std::string(kEntry) + ": comm: must be an intracommunicator");
-  int rank = 0, size = 0;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &size);
+  const auto [rank, size] = check_comm(comm, kEntry);
 
   // 1. Local arguments and the values that must match.
   RankReport mine;
