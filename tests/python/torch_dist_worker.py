@@ -7,6 +7,7 @@ failure raises (exit status 1).
 """
 
 import datetime
+import os
 import sys
 import time
 
@@ -328,6 +329,12 @@ def main():
     if suite == "all":
         dist.barrier()
         dist.destroy_process_group()
+    else:
+        # A collective that timed out leaves the group broken, its send still pending in gloo's
+        # threads; tearing that group down at interpreter exit may call std::terminate (seen
+        # under ASan). What the suite checks is done: leave without the teardown.
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
