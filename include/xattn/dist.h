@@ -49,10 +49,11 @@ void attention_split_kv(const TensorView& q, const TensorView& k_shard, const Te
                         const AttentionOutputs& outputs);
 
 // For a binding whose own checks failed on this rank before it could make the arguments (a
-// wrong type, say): takes part in attention_split_kv's collective checks as a rank that rejects
-// its arguments with `why`, so that the other ranks throw xattn::Error instead of waiting. Always
-// throws xattn::Error on this rank too (the binding may raise its own error instead).
-[[noreturn]] void reject_split_kv(MPI_Comm comm, const std::string& why);
+// wrong type, say): takes part in the collective checks of the call the other ranks make (any
+// call here: each begins with the same all-gather of every rank's verdict) as a rank that
+// rejects its arguments with `why`, so that the other ranks throw xattn::Error instead of
+// waiting. Always throws xattn::Error on this rank too (the binding may raise its own instead).
+[[noreturn]] void reject_call(MPI_Comm comm, const std::string& why);
 
 // How a sequence of L rows is spread over the P ranks of a ring (Q, K and V alike).
 enum class RingLayout : uint8_t {

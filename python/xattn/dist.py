@@ -3,6 +3,9 @@
     from mpi4py import MPI
     import xattn.dist
     out = xattn.dist.attention_split_kv(q, k_shard, v_shard, MPI.COMM_WORLD, causal=True)
+    out, lse = xattn.dist.ring_attention(q, k, v, MPI.COMM_WORLD, causal=True, layout="zigzag")
+    dq, dk, dv = xattn.dist.ring_attention_backward(q, k, v, out, lse, dout, MPI.COMM_WORLD,
+                                                    causal=True, layout="zigzag")
 
 Needs xattn built where MPI was found (its _xattn_dist extension) and mpi4py. Run under mpirun.
 """
@@ -56,13 +59,9 @@ def attention_split_kv(q, k_shard, v_shard, comm=None, *, mask=None, causal=Fals
     handle = _comm_handle(comm)  # a wrong comm cannot reach the other ranks anyway
     try:
         kind = _check_qkv(q, k_shard, v_shard)
-        if kind != A.NUMPY:
-            raise TypeError("q: xattn.dist takes numpy arrays (torch tensors: a later version)")
+        _check_4d(kind, (q, "q"), (k_shard, "k_shard"), (v_shard, "v_shard"))
         _check_mask(kind, mask)
         A.check_bool(return_lse, "return_lse")
-        for x, arg in ((q, "q"), (k_shard, "k_shard"), (v_shard, "v_shard")):
-            if x.ndim != 4:
-                raise ValueError(f"{arg}: expected 4-D [B, H, L, D], got shape {tuple(x.shape)}")
         params = _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens,
                          num_threads, bf16_probabilities, diagonal_offset)
         batch, heads, len_q, _ = q.shape
@@ -71,11 +70,92 @@ def attention_split_kv(q, k_shard, v_shard, comm=None, *, mask=None, causal=Fals
         specs = (A.spec(q, "q"), A.spec(k_shard, "k_shard"), A.spec(v_shard, "v_shard"))
         out_spec, lse_spec = A.spec(out, "out"), A.optional_spec(lse, "lse")
     except (TypeError, ValueError) as e:
-        # The other ranks are in the collective checks already: tell them, then raise ours.
-        try:
-            _xattn_dist.reject_split_kv(handle, f"{type(e).__name__}: {e}")
-        except ValueError:
-            pass
+        _reject(handle, e)
         raise
     _xattn_dist.attention_split_kv(*specs, params, handle, out_spec, lse_spec)
     return (out, lse) if return_lse else out
+
+
+def _reject(handle, e):
+    """The other ranks are in the collective checks already: tells them this rank's error."""
+    try:
+        _xattn_dist.reject_call(handle, f"{type(e).__name__}: {e}")
+    except ValueError:
+        pass
+
+
+def _check_layout(layout):
+    if not isinstance(layout, str) or layout not in ("contiguous", "zigzag"):
+        raise ValueError(f"layout: expected 'contiguous' or 'zigzag', got {layout!r}")
+
+
+def _check_4d(kind, *arrays):
+    if kind != A.NUMPY:
+        raise TypeError("q: xattn.dist takes numpy arrays (torch tensors: xattn.torch_dist)")
+    for x, arg in arrays:
+        if x.ndim != 4:
+            raise ValueError(f"{arg}: expected 4-D [B, H, n, D], got shape {tuple(x.shape)}")
+
+
+def ring_attention(q, k, v, comm=None, *, causal=False, window=None, scale=None, softcap=0.0,
+                   diagonal_offset=0, layout="contiguous", num_threads=0):
+    """Self-attention over a sequence whose rows are split across the ranks of `comm` (default
+    COMM_WORLD): each rank gets its rows of the exact result, and their lse for the backward.
+
+    Args:
+      q, k, v: [B, Hq, n, D], [B, Hkv, n, D], [B, Hkv, n, Dv] numpy arrays (float32 or float16):
+        this rank's rows. layout "contiguous": rank r holds rows o_r .. o_r + n_r - 1 (n_r may
+        differ, and be 0); "zigzag": the sequence is cut into 2P equal chunks and rank r holds
+        chunks r and 2P - 1 - r, concatenated, which balances causal work.
+      causal, window, scale, softcap, diagonal_offset: as in xattn.attention over the whole
+        sequence (global positions). Masks and lengths are not supported. Everything but
+        num_threads must be the same on every rank.
+
+    Returns:
+      (out, lse): out [B, Hq, n, Dv] in q's dtype, lse [B, Hq, n] float32.
+
+    Raises:
+      xattn.Error on EVERY rank when any rank's arguments are invalid or the ranks disagree (the
+      rank at fault raises its own error: TypeError for a wrong type).
+    """
+    handle = _comm_handle(comm)
+    try:
+        kind = _check_qkv(q, k, v)
+        _check_4d(kind, (q, "q"), (k, "k"), (v, "v"))
+        _check_layout(layout)
+        params = _params(None, causal, window, "top_left", scale, softcap, None, None,
+                         num_threads, False, diagonal_offset)
+        out = A.empty(kind, q.shape[:3] + (v.shape[3],), q.dtype)
+        lse = A.empty(kind, q.shape[:3], np.float32)
+        specs = (A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"))
+        out_spec, lse_spec = A.spec(out, "out"), A.spec(lse, "lse")
+    except (TypeError, ValueError) as e:
+        _reject(handle, e)
+        raise
+    _xattn_dist.ring_attention(*specs, params, handle, layout, out_spec, lse_spec)
+    return out, lse
+
+
+def ring_attention_backward(q, k, v, out, lse, dout, comm=None, *, causal=False, window=None,
+                            scale=None, softcap=0.0, diagonal_offset=0, layout="contiguous",
+                            num_threads=0):
+    """Gradients of ring_attention: given this rank's q, k, v, the out and lse ring_attention
+    returned, and dout (the loss's gradient with respect to this rank's out), returns this
+    rank's (dq, dk, dv), exact, in q's dtype. Every rank must call it, with the forward's
+    arguments; errors as ring_attention."""
+    handle = _comm_handle(comm)
+    try:
+        kind = _check_qkv(q, k, v)
+        _check_4d(kind, (q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"))
+        _check_layout(layout)
+        params = _params(None, causal, window, "top_left", scale, softcap, None, None,
+                         num_threads, False, diagonal_offset)
+        grads = [A.empty(kind, x.shape, q.dtype) for x in (q, k, v)]
+        specs = [A.spec(x, arg) for x, arg in ((q, "q"), (k, "k"), (v, "v"), (out, "out"),
+                                               (lse, "lse"), (dout, "dout"))]
+        grad_specs = [A.spec(g, arg) for g, arg in zip(grads, ("dq", "dk", "dv"))]
+    except (TypeError, ValueError) as e:
+        _reject(handle, e)
+        raise
+    _xattn_dist.ring_attention_backward(*specs, params, handle, layout, *grad_specs)
+    return tuple(grads)

@@ -238,12 +238,12 @@ void attention_split_kv(const TensorView& q, const TensorView& k_shard, const Te
   }
 }
 
-void reject_split_kv(MPI_Comm comm, const std::string& why) {
-  if (comm == MPI_COMM_NULL) throw Error(std::string(kEntry) + ": comm: is MPI_COMM_NULL");
+void reject_call(MPI_Comm comm, const std::string& why) {
+  if (comm == MPI_COMM_NULL) throw Error("comm: is MPI_COMM_NULL");
   RankReport mine;
   mine.fail(why);
-  agree(comm, kEntry, mine, kFields);  // throws: this rank failed
-  throw Error(std::string(kEntry) + ": " + why);  // (not reached)
+  agree(comm, "xattn::dist", mine, {});  // throws: this rank failed
+  throw Error(why);  // (not reached)
 }
 
 }  // namespace xattn::dist

@@ -1,4 +1,5 @@
-"""xattn.dist over mpi4py: dist_split_kv_worker.py run by 2 and 3 processes under mpirun."""
+"""xattn.dist over mpi4py: dist_split_kv_worker.py and dist_ring_worker.py run by 2 and 3
+processes under mpirun."""
 
 import os
 import shutil
@@ -21,16 +22,19 @@ except ImportError:
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_split_kv_under_mpirun(ranks):
+@pytest.mark.parametrize("worker, ranks", [("dist_split_kv_worker.py", 2),
+                                            ("dist_split_kv_worker.py", 3),
+                                            ("dist_ring_worker.py", 2), ("dist_ring_worker.py", 3)])
+def test_under_mpirun(worker, ranks):
     package_dir = Path(xattn.__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=f"{package_dir}{os.pathsep}{HERE}", OMP_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     # Shared memory only, as tests/CMakeLists.txt's MPI tests; a timeout so a hang fails.
     cmd = ["mpirun", "--oversubscribe", "--mca", "btl", "self,vader",
            "--mca", "btl_vader_single_copy_mechanism", "none", "-np", str(ranks),
-           sys.executable, str(HERE / "dist_split_kv_worker.py")]
+           sys.executable, str(HERE / worker)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
+    checks = 8 if worker == "dist_split_kv_worker.py" else 9
     for r in range(ranks):
-        assert f"rank {r}: 8 checks passed" in run.stdout, run.stdout + run.stderr
+        assert f"rank {r}: {checks} checks passed" in run.stdout, run.stdout + run.stderr
