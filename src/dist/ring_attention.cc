@@ -21,6 +21,7 @@
 #include "dist/ring_exchange.h"
 #include "dist/ring_plan.h"
 #include "dist/ring_steps.h"
+#include "dist/views.h"
 #include "xattn/dist.h"
 #include "xattn/error.h"
 
@@ -42,12 +43,6 @@ struct Partial {
   }
 };
 
-MutableTensorView lse_rows(MutableTensorView lse, int64_t first, int64_t count) {
-  lse.data = static_cast<float*>(lse.data) + first * lse.layout.strides[2];
-  lse.layout.shape[2] = count;
-  return lse;
-}
-
 // One step's calls: this rank's query segments against the block's key segments.
 void compute_step(const RingShape& shape, const BlockViews& block, const std::vector<Segment>& keys,
                   const TensorView& q, const AttentionParams& params, Partial& part,
@@ -61,7 +56,7 @@ void compute_step(const RingShape& shape, const BlockViews& block, const std::ve
         const TensorView ks = rows_of(block.k, key.local, key.length);
         const TensorView vs = rows_of(block.v, key.local, key.length);
         AttentionOutputs o{rows_of(part.out_view, piece.local, piece.length),
-                           lse_rows(part.lse_view, piece.local, piece.length)};
+                           slice(part.lse_view, 2, piece.local, piece.length)};
         o.accumulate = true;
         if (validate_only) {
           validate_attention(qs, ks, vs, p, o);

@@ -24,6 +24,7 @@
 #include "dist/ring_exchange.h"
 #include "dist/ring_plan.h"
 #include "dist/ring_steps.h"
+#include "dist/views.h"
 #include "xattn/dist.h"
 #include "xattn/error.h"
 
@@ -36,12 +37,6 @@ constexpr const char* kEntry = "ring_attention_backward";
 struct Rows {
   const TensorView &q, &out, &lse, &dout;
 };
-
-TensorView lse_rows(TensorView lse, int64_t first, int64_t count) {
-  lse.data = static_cast<const float*>(lse.data) + first * lse.layout.strides[2];
-  lse.layout.shape[2] = count;
-  return lse;
-}
 
 // f32 sums and the scratch one call writes its parts into.
 struct Sums {
@@ -88,7 +83,7 @@ void compute_step(const RingShape& shape, const BlockViews& block, int owner, co
                                    dense_view(sums.dv_call.data(), DType::kF32, B, Hkv, c, Dv)};
         const TensorView qs = rows_of(in.q, piece.local, r), ks = rows_of(block.k, key.local, c),
                          vs = rows_of(block.v, key.local, c), os = rows_of(in.out, piece.local, r),
-                         ls = lse_rows(in.lse, piece.local, r),
+                         ls = slice(in.lse, 2, piece.local, r),
                          ds = rows_of(in.dout, piece.local, r);
         if (validate_only) {
           validate_attention_backward(qs, ks, vs, os, ls, ds, p, g);

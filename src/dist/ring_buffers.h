@@ -1,22 +1,12 @@
 #pragma once
 // The memory a ring step works on: blocks packed contiguously so that they travel as one
-// message, views of row ranges, and the f32 sums that become the caller's outputs. No MPI here.
+// message, and the f32 sums that become the caller's outputs. No MPI here.
 
 #include <cstdint>
-#include <type_traits>
 
 #include "xattn/tensor.h"
 
 namespace xattn::dist {
-
-// Rows [first, first + count) of dim 2 of a rank-4 view.
-template <class View>
-View rows_of(View t, int64_t first, int64_t count) {
-  using Byte = std::conditional_t<std::is_same_v<View, TensorView>, const char, char>;
-  t.data = static_cast<Byte*>(t.data) + first * t.layout.strides[2] * dtype_size(t.dtype);
-  t.layout.shape[2] = count;
-  return t;
-}
 
 // A row-major [d0, d1, d2, d3] view of `data`.
 MutableTensorView dense_view(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2,

@@ -25,35 +25,38 @@ void check_lengths(const char* arg, std::span<const int64_t> lens, int64_t batch
 
 }  // namespace
 
-ShardPlan plan_shard(const AttentionParams& params, int64_t batch, int64_t q_rows,
-                     const ShardPlace& place) {
-  check_lengths("kv_lens", params.kv_lens, batch, place.total_keys,
-                "the whole key length (all shards)");
-  check_lengths("q_lens", params.q_lens, batch, q_rows, "Lq");
+ShardPlan plan_shard(const AttentionParams& params, int64_t batch, const Place& rows,
+                     const Place& keys) {
+  check_lengths("kv_lens", params.kv_lens, batch, keys.total, "the whole key length");
+  check_lengths("q_lens", params.q_lens, batch, rows.total, "the whole query length");
   if (params.diagonal_offset < -kMaxOffset || params.diagonal_offset > kMaxOffset)
     throw Error("diagonal_offset: |diagonal_offset| must be at most 2^61 = " +
                 std::to_string(kMaxOffset) + ", got " + std::to_string(params.diagonal_offset));
   ShardPlan plan;
   std::vector<int64_t> offsets(batch);
   for (int64_t b = 0; b < batch; ++b) {
-    const int64_t kv = params.kv_lens.empty() ? place.total_keys : params.kv_lens[b];
-    const int64_t q = params.q_lens.empty() ? q_rows : params.q_lens[b];
+    const int64_t kv = params.kv_lens.empty() ? keys.total : params.kv_lens[b];
+    const int64_t q = params.q_lens.empty() ? rows.total : params.q_lens[b];
     const int64_t whole_shift = params.align == CausalAlign::kBottomRight ? kv - q : 0;
     // In 128 bits: each term is below 2^63, and the sum is checked before it is narrowed.
-    const __int128 offset = __int128{whole_shift} + params.diagonal_offset - place.first_key;
+    const __int128 offset =
+        __int128{whole_shift} + params.diagonal_offset + rows.first - keys.first;
     if (offset < -kMaxOffset || offset > kMaxOffset)
-      throw Error("diagonal_offset: the shard's diagonal offset (" + std::to_string(whole_shift) +
-                  " + " + std::to_string(params.diagonal_offset) + " - first key " +
-                  std::to_string(place.first_key) + ") is beyond 2^61 in size");
+      throw Error("diagonal_offset: the part's diagonal offset (" + std::to_string(whole_shift) +
+                  " + " + std::to_string(params.diagonal_offset) + " + first row " +
+                  std::to_string(rows.first) + " - first key " + std::to_string(keys.first) +
+                  ") is beyond 2^61 in size");
     offsets[b] = static_cast<int64_t>(offset);
   }
-  if (!params.kv_lens.empty())
-    for (int64_t b = 0; b < batch; ++b)
-      plan.kv_lens.push_back(std::clamp<int64_t>(params.kv_lens[b] - place.first_key, 0, place.keys));
+  for (int64_t len : params.kv_lens)
+    plan.kv_lens.push_back(std::clamp<int64_t>(len - keys.first, 0, keys.count));
+  for (int64_t len : params.q_lens)
+    plan.q_lens.push_back(std::clamp<int64_t>(len - rows.first, 0, rows.count));
 
   AttentionParams local = params;
   local.align = CausalAlign::kTopLeft;
   local.kv_lens = plan.kv_lens;
+  local.q_lens = plan.q_lens;
   const bool uniform =
       std::all_of(offsets.begin(), offsets.end(), [&](int64_t o) { return o == offsets[0]; });
   if (uniform) {
@@ -64,8 +67,8 @@ ShardPlan plan_shard(const AttentionParams& params, int64_t batch, int64_t q_row
   for (int64_t b = 0; b < batch; ++b) {
     ShardCall call{b, 1, local};
     call.params.diagonal_offset = offsets[b];
-    if (!params.kv_lens.empty()) call.params.kv_lens = std::span(plan.kv_lens).subspan(b, 1);
-    if (!params.q_lens.empty()) call.params.q_lens = params.q_lens.subspan(b, 1);
+    if (!plan.kv_lens.empty()) call.params.kv_lens = std::span(plan.kv_lens).subspan(b, 1);
+    if (!plan.q_lens.empty()) call.params.q_lens = std::span(plan.q_lens).subspan(b, 1);
     plan.calls.push_back(call);
   }
   return plan;

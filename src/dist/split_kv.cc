@@ -13,11 +13,11 @@
 #include <limits>
 #include <new>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "dist/agreement.h"
 #include "dist/shard_plan.h"
+#include "dist/views.h"
 #include "xattn/dist.h"
 #include "xattn/error.h"
 
@@ -116,21 +116,6 @@ void check_locally(const TensorView& q, const TensorView& k, const TensorView& v
                 "split the call over batches or heads");
 }
 
-// Rows b0 .. b0 + n - 1 of dim 0 of a view.
-template <class View>
-View batches(View t, int64_t b0, int64_t n) {
-  using Byte = std::conditional_t<std::is_same_v<View, TensorView>, const char, char>;
-  if (t.layout.rank == 0) return t;
-  t.data = static_cast<Byte*>(t.data) + b0 * t.layout.strides[0] * dtype_size(t.dtype);
-  t.layout.shape[0] = n;
-  return t;
-}
-
-// The mask's batch dim, when it has one of its own (rank 4, size > 1); else it broadcasts.
-TensorView mask_batches(const TensorView& m, int64_t b0, int64_t n) {
-  return m.present() && m.rank() == 4 && m.size(0) > 1 ? batches(m, b0, n) : m;
-}
-
 // This rank's partial, f32: out [B, Hq, Lq, Dv], then lse [B, Hq, Lq], then a status word
 // (1: computed) that tells the other ranks whether to trust it.
 struct Partial {
@@ -147,7 +132,7 @@ void compute_partial(const ShardPlan& plan, const TensorView& q, const TensorVie
   const MutableTensorView out = part.out(base), lse = part.lse(base);
   for (const ShardCall& c : plan.calls) {
     AttentionParams p = c.params;
-    p.mask = mask_batches(mask, c.batch_begin, c.batch_count);
+    p.mask = mask_block(mask, c.batch_begin, c.batch_count, 0, q.size(2), 0, k.size(2));
     const auto qb = batches(q, c.batch_begin, c.batch_count);
     const auto kb = batches(k, c.batch_begin, c.batch_count);
     const auto vb = batches(v, c.batch_begin, c.batch_count);
@@ -177,20 +162,20 @@ void attention_split_kv(const TensorView& q, const TensorView& k_shard, const Te
   const std::vector<RankReport> all = agree(comm, kEntry, mine, kFields);
 
   // 2. The shard's place, its calls, and the buffers. Every rank sees the same lengths.
-  ShardPlace place;
+  Place keys;
   for (int r = 0; r < size; ++r) {
-    if (r == rank) place.first_key = place.total_keys;
-    if (__builtin_add_overflow(place.total_keys, all[r].keys, &place.total_keys) ||
-        place.total_keys > (int64_t{1} << 62))
+    if (r == rank) keys.first = keys.total;
+    if (__builtin_add_overflow(keys.total, all[r].keys, &keys.total) ||
+        keys.total > (int64_t{1} << 62))
       throw Error(std::string(kEntry) + ": k_shard: the shards' lengths add up beyond 2^62");
   }
-  place.keys = mine.keys;
+  keys.count = mine.keys;
   const Partial part{q.size(0), q.size(1), q.size(2), v_shard.size(3)};
   RankReport ready;
   ShardPlan plan;
   std::vector<float> partials;  // every rank's partial, in rank order
   try {
-    plan = plan_shard(params, part.B, part.Lq, place);
+    plan = plan_shard(params, part.B, {0, part.Lq, part.Lq}, keys);
     partials.resize(part.size() * size);
     compute_partial(plan, q, k_shard, v_shard, params.mask, part, partials.data(), true);
   } catch (const Error& e) {
