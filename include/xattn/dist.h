@@ -75,11 +75,16 @@ enum class RingLayout : uint8_t {
 // `layout`, any strides, f32/f16/bf16. outputs.out [B, Hq, n_r, Dv] (f32 or the inputs' dtype),
 // optional lse [B, Hq, n_r] (f32; the backward needs it). Partial results are f32 throughout.
 //
-// params describe the whole sequence as attention() would see it: causal, window, softcap,
-// scale and diagonal_offset use GLOBAL positions (a key's place in the sequence decides what
-// sees it). Self-attention with equal lengths, so align kTopLeft and kBottomRight are the same.
-// Not supported (an error): mask, kv_lens, q_lens, outputs.weights, outputs.accumulate.
-// Everything except num_threads must be the same on every rank.
+// params describe the whole sequence of L rows as attention() would see it, in GLOBAL positions:
+// - causal, align, window, softcap, scale and diagonal_offset: a key's place in the sequence
+//   decides what sees it. Without lengths, top-left and bottom-right are the same.
+// - kv_lens, q_lens: the whole sequence's valid lengths per batch (each in [0, L]); rows past
+//   q_lens get zeros (lse -inf), keys past kv_lens are invisible, as on one process.
+// - mask: this rank's rows of the whole mask, in its local row order, and every key in global
+//   order: it broadcasts to [B, Hq, n_r, L] (a [B, 1, 1, L] key-padding mask is the same on
+//   every rank). It stays with its rank; each step cuts out the travelling block's columns.
+// Not supported (an error): outputs.weights, outputs.accumulate.
+// Everything except mask and num_threads must be the same on every rank.
 //
 // Errors: as attention_split_kv, the ranks agree on the arguments collectively before anything
 // is computed or sent; bad arguments on any rank, values that differ between ranks, or zigzag
@@ -93,7 +98,8 @@ void ring_attention(const TensorView& q, const TensorView& k, const TensorView& 
 
 // Gradients for ring_attention: q, k, v, params, comm and layout as given to it; out and lse
 // this rank's rows as it returned them; dout shaped like out (f32 or the inputs' dtype). grads:
-// dq, dk, dv shaped like this rank's q, k, v (f32 or the inputs' dtype), no dmask. Gradients
+// dq, dk, dv shaped like this rank's q, k, v (f32 or the inputs' dtype); no dmask (a mask gets
+// no gradient here). Gradients
 // of the K/V blocks travel with them and reach their owner after P steps; sums are f32 in a
 // fixed order, so the same inputs on the same ranks give the same bits. Errors as the forward.
 void ring_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,

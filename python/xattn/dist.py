@@ -97,7 +97,16 @@ def _check_4d(kind, *arrays):
             raise ValueError(f"{arg}: expected 4-D [B, H, n, D], got shape {tuple(x.shape)}")
 
 
-def ring_attention(q, k, v, comm=None, *, causal=False, window=None, scale=None, softcap=0.0,
+def _ring_params(kind, layout, mask, causal, window, align, scale, softcap, kv_lens, q_lens,
+                 diagonal_offset, num_threads):
+    _check_layout(layout)
+    _check_mask(kind, mask)
+    return _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens, num_threads,
+                   False, diagonal_offset)
+
+
+def ring_attention(q, k, v, comm=None, *, mask=None, causal=False, window=None,
+                   align="top_left", scale=None, softcap=0.0, kv_lens=None, q_lens=None,
                    diagonal_offset=0, layout="contiguous", num_threads=0):
     """Self-attention over a sequence whose rows are split across the ranks of `comm` (default
     COMM_WORLD): each rank gets its rows of the exact result, and their lse for the backward.
@@ -107,9 +116,12 @@ def ring_attention(q, k, v, comm=None, *, causal=False, window=None, scale=None,
         this rank's rows. layout "contiguous": rank r holds rows o_r .. o_r + n_r - 1 (n_r may
         differ, and be 0); "zigzag": the sequence is cut into 2P equal chunks and rank r holds
         chunks r and 2P - 1 - r, concatenated, which balances causal work.
-      causal, window, scale, softcap, diagonal_offset: as in xattn.attention over the whole
-        sequence (global positions). Masks and lengths are not supported. Everything but
-        num_threads must be the same on every rank.
+      mask: this rank's rows of the whole sequence's mask (in its local row order), every key:
+        broadcasting to [B, Hq, n, L], bool or float, as xattn.attention's.
+      causal, window, align, scale, softcap, diagonal_offset: as in xattn.attention over the
+        whole sequence (global positions).
+      kv_lens, q_lens: the whole sequence's valid lengths per batch, as in xattn.attention.
+      Everything but mask and num_threads must be the same on every rank.
 
     Returns:
       (out, lse): out [B, Hq, n, Dv] in q's dtype, lse [B, Hq, n] float32.
@@ -122,9 +134,8 @@ def ring_attention(q, k, v, comm=None, *, causal=False, window=None, scale=None,
     try:
         kind = _check_qkv(q, k, v)
         _check_4d(kind, (q, "q"), (k, "k"), (v, "v"))
-        _check_layout(layout)
-        params = _params(None, causal, window, "top_left", scale, softcap, None, None,
-                         num_threads, False, diagonal_offset)
+        params = _ring_params(kind, layout, mask, causal, window, align, scale, softcap, kv_lens,
+                              q_lens, diagonal_offset, num_threads)
         out = A.empty(kind, q.shape[:3] + (v.shape[3],), q.dtype)
         lse = A.empty(kind, q.shape[:3], np.float32)
         specs = (A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"))
@@ -136,20 +147,19 @@ def ring_attention(q, k, v, comm=None, *, causal=False, window=None, scale=None,
     return out, lse
 
 
-def ring_attention_backward(q, k, v, out, lse, dout, comm=None, *, causal=False, window=None,
-                            scale=None, softcap=0.0, diagonal_offset=0, layout="contiguous",
-                            num_threads=0):
+def ring_attention_backward(q, k, v, out, lse, dout, comm=None, *, mask=None, causal=False,
+                            window=None, align="top_left", scale=None, softcap=0.0, kv_lens=None,
+                            q_lens=None, diagonal_offset=0, layout="contiguous", num_threads=0):
     """Gradients of ring_attention: given this rank's q, k, v, the out and lse ring_attention
     returned, and dout (the loss's gradient with respect to this rank's out), returns this
     rank's (dq, dk, dv), exact, in q's dtype. Every rank must call it, with the forward's
-    arguments; errors as ring_attention."""
+    arguments; errors as ring_attention. The mask gets no gradient."""
     handle = _comm_handle(comm)
     try:
         kind = _check_qkv(q, k, v)
         _check_4d(kind, (q, "q"), (k, "k"), (v, "v"), (out, "out"), (dout, "dout"))
-        _check_layout(layout)
-        params = _params(None, causal, window, "top_left", scale, softcap, None, None,
-                         num_threads, False, diagonal_offset)
+        params = _ring_params(kind, layout, mask, causal, window, align, scale, softcap, kv_lens,
+                              q_lens, diagonal_offset, num_threads)
         grads = [A.empty(kind, x.shape, q.dtype) for x in (q, k, v)]
         specs = [A.spec(x, arg) for x, arg in ((q, "q"), (k, "k"), (v, "v"), (out, "out"),
                                                (lse, "lse"), (dout, "dout"))]

@@ -120,6 +120,14 @@ double join_timeout_seconds() {
   return *end == '\0' && seconds >= 0 ? seconds : kDefaultTimeoutSeconds;
 }
 
+int64_t list_digest(std::span<const int64_t> xs) {
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t x : xs)
+    for (int i = 0; i < 8; ++i)
+      h = (h ^ ((static_cast<uint64_t>(x) >> (8 * i)) & 0xff)) * 1099511628211ull;
+  return static_cast<int64_t>(h);
+}
+
 int64_t float_bits(float x) {
   uint32_t b;
   std::memcpy(&b, &x, sizeof b);

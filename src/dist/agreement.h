@@ -53,6 +53,9 @@ double join_timeout_seconds();
 // A float's bits, as a field: values compare exactly, and a NaN equals itself.
 int64_t float_bits(float x);
 
+// A list's digest, as a field (FNV-1a over the values): equal lists give equal digests.
+int64_t list_digest(std::span<const int64_t> xs);
+
 // This rank's place in `comm`, after the checks that no collective can share (MPI initialized,
 // comm not MPI_COMM_NULL, an intracommunicator): a rank that fails them cannot reach the others,
 // so it throws xattn::Error at once, naming `entry`.

@@ -48,24 +48,23 @@ void compute_step(const RingShape& shape, const BlockViews& block, const std::ve
                   const TensorView& q, const AttentionParams& params, Partial& part,
                   std::vector<MPI_Request>& transfers, bool validate_only) {
   for (const Segment& rows : shape.segments[shape.rank])
-    for (const Segment& key : keys) {
-      if (!pair_visible(params, rows, key)) continue;
-      for (const Segment& piece : progress_pieces(rows)) {
-        const AttentionParams p = pair_params(params, piece, key);
-        const TensorView qs = rows_of(q, piece.local, piece.length);
-        const TensorView ks = rows_of(block.k, key.local, key.length);
-        const TensorView vs = rows_of(block.v, key.local, key.length);
-        AttentionOutputs o{rows_of(part.out_view, piece.local, piece.length),
-                           slice(part.lse_view, 2, piece.local, piece.length)};
-        o.accumulate = true;
-        if (validate_only) {
-          validate_attention(qs, ks, vs, p, o);
-        } else {
-          attention(qs, ks, vs, p, o);
-          progress(transfers);
+    for (const Segment& key : keys)
+      for (const Segment& piece : progress_pieces(rows))
+        for (const ShardCall& c : plan_pair(params, shape, piece, key).calls) {
+          const auto in_call = [&](auto t) { return batches(t, c.batch_begin, c.batch_count); };
+          const TensorView qs = in_call(rows_of(q, piece.local, piece.length));
+          const TensorView ks = in_call(rows_of(block.k, key.local, key.length));
+          const TensorView vs = in_call(rows_of(block.v, key.local, key.length));
+          AttentionOutputs o{in_call(rows_of(part.out_view, piece.local, piece.length)),
+                             in_call(slice(part.lse_view, 2, piece.local, piece.length))};
+          o.accumulate = true;
+          if (validate_only) {
+            validate_attention(qs, ks, vs, c.params, o);
+          } else {
+            attention(qs, ks, vs, c.params, o);
+            progress(transfers);
+          }
         }
-      }
-    }
 }
 
 }  // namespace
@@ -83,6 +82,7 @@ void ring_attention(const TensorView& q, const TensorView& k, const TensorView& 
   try {
     part = std::make_unique<Partial>(shape);
     blocks = std::make_unique<KeyValueBlocks>(shape, k, v);
+    check_ring_mask(params.mask, shape);
     std::vector<MPI_Request> none;
     for (int s = 0; s < shape.size; ++s) {
       const int owner = block_owner(shape.rank, s, shape.size);

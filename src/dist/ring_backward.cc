@@ -73,29 +73,35 @@ void compute_step(const RingShape& shape, const BlockViews& block, int owner, co
     std::fill_n(sums.part_v.begin(), B * Hkv * m * Dv, 0.0f);
   }
   for (const Segment& rows : shape.segments[shape.rank])
-    for (const Segment& key : shape.segments[owner]) {
-      if (!pair_visible(params, rows, key)) continue;
-      for (const Segment& piece : progress_pieces(rows)) {
-        const AttentionParams p = pair_params(params, piece, key);
-        const int64_t r = piece.length, c = key.length;
-        const AttentionGradients g{dense_view(sums.dq_call.data(), DType::kF32, B, Hq, r, D),
-                                   dense_view(sums.dk_call.data(), DType::kF32, B, Hkv, c, D),
-                                   dense_view(sums.dv_call.data(), DType::kF32, B, Hkv, c, Dv)};
-        const TensorView qs = rows_of(in.q, piece.local, r), ks = rows_of(block.k, key.local, c),
-                         vs = rows_of(block.v, key.local, c), os = rows_of(in.out, piece.local, r),
-                         ls = slice(in.lse, 2, piece.local, r),
-                         ds = rows_of(in.dout, piece.local, r);
-        if (validate_only) {
-          validate_attention_backward(qs, ks, vs, os, ls, ds, p, g);
-          continue;
+    for (const Segment& key : shape.segments[owner])
+      for (const Segment& piece : progress_pieces(rows))
+        for (const ShardCall& c : plan_pair(params, shape, piece, key).calls) {
+          const int64_t b0 = c.batch_begin, nb = c.batch_count, r = piece.length, m_keys = key.length;
+          const auto in_call = [&](auto t) { return batches(t, b0, nb); };
+          float* const dq_call = sums.dq_call.data() + b0 * Hq * r * D;
+          float* const dk_call = sums.dk_call.data() + b0 * Hkv * m_keys * D;
+          float* const dv_call = sums.dv_call.data() + b0 * Hkv * m_keys * Dv;
+          const AttentionGradients g{dense_view(dq_call, DType::kF32, nb, Hq, r, D),
+                                     dense_view(dk_call, DType::kF32, nb, Hkv, m_keys, D),
+                                     dense_view(dv_call, DType::kF32, nb, Hkv, m_keys, Dv)};
+          const TensorView qs = in_call(rows_of(in.q, piece.local, r)),
+                           ks = in_call(rows_of(block.k, key.local, m_keys)),
+                           vs = in_call(rows_of(block.v, key.local, m_keys)),
+                           os = in_call(rows_of(in.out, piece.local, r)),
+                           ls = in_call(slice(in.lse, 2, piece.local, r)),
+                           ds = in_call(rows_of(in.dout, piece.local, r));
+          if (validate_only) {
+            validate_attention_backward(qs, ks, vs, os, ls, ds, c.params, g);
+            continue;
+          }
+          attention_backward(qs, ks, vs, os, ls, ds, c.params, g);
+          progress(transfers);
+          add_rows(sums.dq.data() + b0 * Hq * n * D, nb, Hq, n, D, piece.local, r, dq_call);
+          add_rows(sums.part_k.data() + b0 * Hkv * m * D, nb, Hkv, m, D, key.local, m_keys,
+                   dk_call);
+          add_rows(sums.part_v.data() + b0 * Hkv * m * Dv, nb, Hkv, m, Dv, key.local, m_keys,
+                   dv_call);
         }
-        attention_backward(qs, ks, vs, os, ls, ds, p, g);
-        progress(transfers);
-        add_rows(sums.dq.data(), B, Hq, n, D, piece.local, r, sums.dq_call.data());
-        add_rows(sums.part_k.data(), B, Hkv, m, D, key.local, c, sums.dk_call.data());
-        add_rows(sums.part_v.data(), B, Hkv, m, Dv, key.local, c, sums.dv_call.data());
-      }
-    }
 }
 
 }  // namespace
@@ -116,6 +122,7 @@ void ring_attention_backward(const TensorView& q, const TensorView& k, const Ten
   try {
     sums = std::make_unique<Sums>(shape);
     blocks = std::make_unique<KeyValueBlocks>(shape, k, v);
+    check_ring_mask(params.mask, shape);
     std::vector<MPI_Request> none;
     for (int s = 0; s < shape.size; ++s) {
       const int owner = block_owner(shape.rank, s, shape.size);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "dist/agreement.h"
+#include "dist/views.h"
 #include "xattn/error.h"
 
 namespace xattn::dist {
@@ -32,9 +33,15 @@ constexpr FieldName kFields[] = {
     {"scale", "value's bits", false},
     {"softcap", "value's bits", false},
     {"causal", "value", false},
+    {"align", "value", false},
     {"window", "left", false},
     {"window", "right", false},
     {"diagonal_offset", "value", false},
+    {"kv_lens", "length", false},
+    {"kv_lens", "list", true},
+    {"q_lens", "length", false},
+    {"q_lens", "list", true},
+    {"mask", "presence", false},
     {"bf16_probabilities", "value", false},
     {"layout", "value", false},
 };
@@ -60,23 +67,23 @@ void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const 
   *x++ = p.scale ? float_bits(*p.scale) : 0;
   *x++ = float_bits(p.softcap);
   *x++ = p.causal;
+  *x++ = static_cast<int64_t>(p.align);
   *x++ = p.window.left;
   *x++ = p.window.right;
   *x++ = p.diagonal_offset;
+  *x++ = static_cast<int64_t>(p.kv_lens.size());
+  *x++ = list_digest(p.kv_lens);
+  *x++ = static_cast<int64_t>(p.q_lens.size());
+  *x++ = list_digest(p.q_lens);
+  *x++ = p.mask.present();
   *x++ = p.bf16_probabilities;
   *x++ = static_cast<int64_t>(layout);
 }
 
-// What a ring does not carry: a mask or lengths would have to travel with their keys.
-void check_supported(const AttentionParams& params, RingLayout layout) {
+void check_layout(RingLayout layout) {
   if (layout != RingLayout::kContiguous && layout != RingLayout::kZigzag)
     throw Error("layout: expected RingLayout::kContiguous or RingLayout::kZigzag, got " +
                 std::to_string(static_cast<int>(layout)));
-  if (params.mask.present())
-    throw Error("mask: not supported by ring_attention (use causal, window or diagonal_offset)");
-  if (!params.kv_lens.empty() || !params.q_lens.empty())
-    throw Error(std::string(params.kv_lens.empty() ? "q_lens" : "kv_lens") +
-                ": not supported by ring_attention (every row of the sequence is valid)");
 }
 
 // Self-attention: this rank's rows of Q, K and V are the same rows.
@@ -87,12 +94,16 @@ void check_rows(const TensorView& q, const TensorView& k) {
                 std::to_string(k.size(2)));
 }
 
-// The local call's params for the checks: top-left, since bottom-right is the same thing for
-// self-attention over the whole sequence; diagonal_offset is placed per pair later.
+// The params of this rank's rows against its own keys, for the local checks. The mask, the
+// lengths and the diagonal are the whole sequence's: they are placed per call later, once every
+// rank's rows are known (plan_pair).
 AttentionParams local_params(const AttentionParams& params) {
   AttentionParams local = params;
   local.align = CausalAlign::kTopLeft;
   local.diagonal_offset = 0;
+  local.mask = {};
+  local.kv_lens = {};
+  local.q_lens = {};
   return local;
 }
 
@@ -126,7 +137,7 @@ RingShape agree_ring_forward(const TensorView& q, const TensorView& k, const Ten
   const auto [rank, size] = check_comm(comm, kEntry);
   RankReport mine;
   try {
-    check_supported(params, layout);
+    check_layout(layout);
     if (outputs.weights.present())
       throw Error("weights: not available from ring_attention (no rank sees a whole row)");
     if (outputs.accumulate) throw Error("accumulate: not supported by ring_attention");
@@ -151,8 +162,9 @@ RingShape agree_ring_backward(const TensorView& q, const TensorView& k, const Te
   const auto [rank, size] = check_comm(comm, kEntry);
   RankReport mine;
   try {
-    check_supported(params, layout);
-    if (grads.dmask.present()) throw Error("dmask: not supported by ring_attention_backward (no mask)");
+    check_layout(layout);
+    if (grads.dmask.present())
+      throw Error("dmask: not supported by ring_attention_backward (the mask gets no gradient)");
     validate_attention_backward(q, k, v, out, lse, dout, local_params(params), grads);
     check_rows(q, k);
     mine.keys = q.size(2);
@@ -170,11 +182,42 @@ RingShape agree_ring_backward(const TensorView& q, const TensorView& k, const Te
   return conclude(comm, kEntry, mine, q, k, v, layout, rank, size);
 }
 
-AttentionParams pair_params(const AttentionParams& params, const Segment& rows,
-                            const Segment& keys) {
-  AttentionParams local = local_params(params);
-  local.diagonal_offset = pair_offset(params, rows, keys);
-  return local;
+int64_t RingShape::total_rows() const {
+  int64_t total = 0;
+  for (int64_t n : rows) total += n;  // at most 2^62: ring_segments checked
+  return total;
+}
+
+void check_ring_mask(const TensorView& mask, const RingShape& s) {
+  if (!mask.present()) return;
+  const int64_t whole[4] = {s.B, s.Hq, s.rows[s.rank], s.total_rows()};
+  bool fits = mask.rank() <= 4;
+  for (int d = 0; fits && d < mask.rank(); ++d) {
+    const int64_t n = mask.size(d), want = whole[4 - mask.rank() + d];
+    fits = n == 1 || n == want;
+  }
+  if (fits) return;
+  std::string got;
+  for (int d = 0; d < mask.rank(); ++d) got += (d ? ", " : "") + std::to_string(mask.size(d));
+  throw Error("mask: expected a shape that broadcasts to [B, Hq, n, L] = [" +
+              std::to_string(whole[0]) + ", " + std::to_string(whole[1]) + ", " +
+              std::to_string(whole[2]) + ", " + std::to_string(whole[3]) +
+              "] (this rank's rows of the whole sequence's mask, every key), got [" + got + "]");
+}
+
+ShardPlan plan_pair(const AttentionParams& params, const RingShape& shape, const Segment& rows,
+                    const Segment& keys) {
+  const int64_t total = shape.total_rows();
+  ShardPlan plan = plan_shard(params, shape.B, {rows.global, rows.length, total},
+                              {keys.global, keys.length, total});
+  std::erase_if(plan.calls, [&](const ShardCall& c) {
+    return !sees_any(c.params, max_length(c.params.q_lens, rows.length),
+                     max_length(c.params.kv_lens, keys.length));
+  });
+  for (ShardCall& c : plan.calls)
+    c.params.mask = mask_block(params.mask, c.batch_begin, c.batch_count, rows.local, rows.length,
+                               keys.global, keys.length);
+  return plan;
 }
 
 }  // namespace xattn::dist

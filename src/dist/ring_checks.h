@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dist/ring_plan.h"
+#include "dist/shard_plan.h"
 #include "xattn/attention.h"
 #include "xattn/dist.h"
 
@@ -22,6 +23,7 @@ struct RingShape {
   std::vector<std::vector<Segment>> segments;  // per rank: where its rows sit
   int64_t block_elements(int owner, int64_t width) const { return B * Hkv * rows[owner] * width; }
   int64_t max_rows() const;
+  int64_t total_rows() const;  // L, the whole sequence
 };
 
 // The first collective of ring_attention (a forward): throws the same xattn::Error on every
@@ -36,7 +38,15 @@ RingShape agree_ring_backward(const TensorView& q, const TensorView& k, const Te
                               const AttentionParams& params, MPI_Comm comm, RingLayout layout,
                               const AttentionGradients& grads);
 
-// The params of a local call over one (rows, keys) pair: top-left with the pair's offset.
-AttentionParams pair_params(const AttentionParams& params, const Segment& rows, const Segment& keys);
+// Throws xattn::Error unless `mask` (if present) broadcasts to [B, Hq, n, L]: this rank's rows
+// of the whole sequence's mask, every key. Checked before plan_pair cuts it.
+void check_ring_mask(const TensorView& mask, const RingShape& shape);
+
+// The attention() calls of this rank's `rows` against the `keys` of a block: the whole
+// sequence's diagonal, lengths and mask placed at them (plan_shard, mask_block), and only the
+// calls in which some row sees some key. Throws xattn::Error for an offset it cannot place or
+// lengths out of range.
+ShardPlan plan_pair(const AttentionParams& params, const RingShape& shape, const Segment& rows,
+                    const Segment& keys);
 
 }  // namespace xattn::dist

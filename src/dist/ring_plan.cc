@@ -1,5 +1,6 @@
 #include "dist/ring_plan.h"
 
+#include <algorithm>
 #include <string>
 
 #include "xattn/error.h"
@@ -7,7 +8,6 @@
 namespace xattn::dist {
 namespace {
 
-constexpr int64_t kMaxOffset = int64_t{1} << 61;  // as core's bound on diagonal_offset
 constexpr int64_t kMaxRows = int64_t{1} << 62;
 
 }  // namespace
@@ -45,29 +45,21 @@ std::vector<std::vector<Segment>> ring_segments(RingLayout layout, std::span<con
   return segments;
 }
 
-bool pair_visible(const AttentionParams& params, const Segment& rows, const Segment& keys) {
-  if (rows.length == 0 || keys.length == 0) return false;
+bool sees_any(const AttentionParams& call, int64_t rows, int64_t keys) {
+  if (rows == 0 || keys == 0) return false;
   // Row i sees keys [p - left, p + right] (capped at p when causal), p = i + offset: intervals
   // that move one key per row and are never empty, so the rows' union is the interval from the
   // first row's lower end to the last row's upper end. In 128 bits: no bound can overflow.
   using Wide = __int128;
-  const Wide first_p = Wide{rows.global} + params.diagonal_offset;
-  const Wide last_p = first_p + rows.length - 1;
-  const Wide first_key = keys.global, last_key = Wide{keys.global} + keys.length - 1;
-  if (params.window.left >= 0 && first_p - params.window.left > last_key) return false;
-  Wide right_reach = params.window.right >= 0 ? Wide{params.window.right} : Wide{kMaxRows} * 4;
-  if (params.causal && right_reach > 0) right_reach = 0;
-  return last_p + right_reach >= first_key;
+  const Wide first_p = call.diagonal_offset, last_p = first_p + rows - 1;
+  if (call.window.left >= 0 && first_p - call.window.left > keys - 1) return false;
+  Wide right_reach = call.window.right >= 0 ? Wide{call.window.right} : Wide{kMaxRows} * 4;
+  if (call.causal && right_reach > 0) right_reach = 0;
+  return last_p + right_reach >= 0;
 }
 
-int64_t pair_offset(const AttentionParams& params, const Segment& rows, const Segment& keys) {
-  const __int128 offset = __int128{params.diagonal_offset} + rows.global - keys.global;
-  if (offset < -kMaxOffset || offset > kMaxOffset)
-    throw Error("diagonal_offset: the offset of rows from " + std::to_string(rows.global) +
-                " against keys from " + std::to_string(keys.global) + " (" +
-                std::to_string(params.diagonal_offset) + " + " + std::to_string(rows.global) +
-                " - " + std::to_string(keys.global) + ") is beyond 2^61 in size");
-  return static_cast<int64_t>(offset);
+int64_t max_length(std::span<const int64_t> lens, int64_t all) {
+  return lens.empty() ? all : *std::max_element(lens.begin(), lens.end());
 }
 
 }  // namespace xattn::dist

@@ -1,6 +1,6 @@
 #pragma once
-// Where each rank's rows sit in the whole sequence under a ring layout, and which (query rows,
-// key rows) pairs of a ring step have anything to compute. No MPI here.
+// Where each rank's rows sit in the whole sequence under a ring layout, and whether a call of
+// a ring step has anything to compute. No MPI here.
 
 #include <cstdint>
 #include <span>
@@ -24,13 +24,12 @@ struct Segment {
 // when zigzag's counts differ or are odd, or the rows add up beyond 2^62.
 std::vector<std::vector<Segment>> ring_segments(RingLayout layout, std::span<const int64_t> rows);
 
-// Whether any row of `rows` sees any key of `keys` under params' causal flag, window and
-// diagonal_offset (global positions; self-attention, so top-left and bottom-right agree).
-bool pair_visible(const AttentionParams& params, const Segment& rows, const Segment& keys);
+// Whether any of the first `rows` rows of a top-left call sees any of its first `keys` keys
+// under the call's causal flag, window and diagonal_offset.
+bool sees_any(const AttentionParams& call, int64_t rows, int64_t keys);
 
-// The diagonal_offset of a local call over (rows, keys): the whole call's, moved to the
-// segments' first row and key. Throws xattn::Error when it is beyond 2^61 in size.
-int64_t pair_offset(const AttentionParams& params, const Segment& rows, const Segment& keys);
+// The largest of per-batch lengths, or `all` when there are none (every row or key exists).
+int64_t max_length(std::span<const int64_t> lens, int64_t all);
 
 // The rank whose K/V block rank `rank` holds at ring step `step` (blocks move to rank + 1).
 inline int block_owner(int rank, int step, int size) { return ((rank - step) % size + size) % size; }

@@ -33,14 +33,6 @@ std::string shard_names(std::string message) {
   return message;
 }
 
-// FNV-1a over the values: equal lists give equal digests on every rank.
-int64_t digest(std::span<const int64_t> xs) {
-  uint64_t h = 1469598103934665603ull;
-  for (int64_t x : xs)
-    for (int i = 0; i < 8; ++i) h = (h ^ ((static_cast<uint64_t>(x) >> (8 * i)) & 0xff)) * 1099511628211ull;
-  return static_cast<int64_t>(h);
-}
-
 constexpr FieldName kFields[] = {
     {"q", "B (batch)", false},
     {"q", "Hq (query heads)", false},
@@ -90,9 +82,9 @@ void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const 
   *x++ = p.window.right;
   *x++ = p.diagonal_offset;
   *x++ = static_cast<int64_t>(p.kv_lens.size());
-  *x++ = digest(p.kv_lens);
+  *x++ = list_digest(p.kv_lens);
   *x++ = static_cast<int64_t>(p.q_lens.size());
-  *x++ = digest(p.q_lens);
+  *x++ = list_digest(p.q_lens);
   *x++ = p.bf16_probabilities;
 }
 

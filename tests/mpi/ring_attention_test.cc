@@ -41,6 +41,15 @@ void fail(const std::string& test, const std::string& why) {
   std::fprintf(stderr, "[rank %d] FAILED %s: %s\n", g_rank, test.c_str(), why.c_str());
 }
 
+// The masks a case may pass: each rank gives its rows of the whole sequence's mask.
+enum class MaskKind {
+  kNone,
+  kFloat,       // [B, Hq, L, L] additive, some -inf, one row all -inf
+  kBool,        // [B, Hq, L, L] bool, one row all false
+  kKeyPadding,  // [B, 1, 1, L] bool: the same on every rank (no rows to cut)
+  kRows2D,      // [L, L] additive: broadcast over batches and heads
+};
+
 struct Case {
   std::string name;
   RingLayout layout = RingLayout::kContiguous;
@@ -53,6 +62,8 @@ struct Case {
   Window window;
   int64_t diagonal_offset = 0;
   float softcap = 0.0f;
+  std::vector<int64_t> kv_lens, q_lens;  // the whole sequence's
+  MaskKind mask = MaskKind::kNone;
 };
 
 // This rank's rows of the sequence: (first global row, count) pieces, in local order.
@@ -146,6 +157,76 @@ struct Tensor {
   }
 };
 
+// A case's mask: the whole one (for attention() over the whole sequence and, expanded, the
+// oracle) and this rank's rows of it.
+struct Mask {
+  MaskKind kind = MaskKind::kNone;
+  std::vector<int64_t> shape;           // the whole mask's, rank 2 or 4
+  std::vector<float> f32, mine_f32;     // additive kinds
+  std::vector<uint8_t> bits, mine_bits; // bool kinds
+  std::vector<int64_t> mine_shape;
+
+  Mask(const Case& c, const std::vector<Piece>& rows, std::mt19937_64& rng) : kind(c.mask) {
+    if (kind == MaskKind::kNone) return;
+    const bool boolean = kind == MaskKind::kBool || kind == MaskKind::kKeyPadding;
+    shape = kind == MaskKind::kRows2D      ? std::vector<int64_t>{c.L, c.L}
+            : kind == MaskKind::kKeyPadding ? std::vector<int64_t>{c.B, 1, 1, c.L}
+                                            : std::vector<int64_t>{c.B, c.Hq, c.L, c.L};
+    int64_t size = 1;
+    for (int64_t d : shape) size *= d;
+    std::uniform_real_distribution<float> u(0, 1);
+    const int64_t dead_row = 7;  // of the first [L, L] plane: it sees no key
+    for (int64_t i = 0; i < size; ++i) {
+      const bool dead = kind != MaskKind::kKeyPadding && i / c.L == dead_row;
+      const bool keep = !dead && u(rng) < 0.8f;
+      if (boolean) bits.push_back(kind == MaskKind::kKeyPadding ? (i % c.L) % 5 != 3 : keep);
+      else f32.push_back(keep ? 2 * u(rng) - 1 : -std::numeric_limits<float>::infinity());
+    }
+    mine_shape = shape;
+    if (kind == MaskKind::kKeyPadding) {
+      mine_bits = bits;
+    } else {  // this rank's rows: dim -2
+      const int64_t planes = size / (c.L * c.L);
+      if (boolean) mine_bits = gather(bits, planes, c.L, c.L, rows);
+      else mine_f32 = gather(f32, planes, c.L, c.L, rows);
+      mine_shape[mine_shape.size() - 2] = count_rows(rows);
+    }
+    mine_bits.push_back(0), mine_f32.push_back(0);  // non-null when empty
+  }
+  static TensorView view(const void* data, DType t, const std::vector<int64_t>& shape) {
+    Layout l;
+    l.rank = static_cast<int>(shape.size());
+    for (int d = l.rank - 1, stride = 1; d >= 0; stride *= static_cast<int>(shape[d]), --d)
+      l.shape[d] = shape[d], l.strides[d] = stride;
+    return {data, t, l};
+  }
+  DType dtype() const { return f32.empty() ? DType::kBool : DType::kF32; }
+  TensorView all() const {
+    if (kind == MaskKind::kNone) return {};
+    return view(f32.empty() ? static_cast<const void*>(bits.data()) : f32.data(), dtype(), shape);
+  }
+  TensorView mine() const {
+    if (kind == MaskKind::kNone) return {};
+    return view(f32.empty() ? static_cast<const void*>(mine_bits.data()) : mine_f32.data(), dtype(),
+                mine_shape);
+  }
+  // Dense [B, Hq, L, L] for the oracle: additive, -inf where masked.
+  std::vector<double> dense(const Case& c) const {
+    if (kind == MaskKind::kNone) return {};
+    std::vector<double> out;
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t h = 0; h < c.Hq; ++h)
+        for (int64_t i = 0; i < c.L; ++i)
+          for (int64_t j = 0; j < c.L; ++j) {
+            const int64_t at = kind == MaskKind::kRows2D      ? i * c.L + j
+                               : kind == MaskKind::kKeyPadding ? b * c.L + j
+                                                               : ((b * c.Hq + h) * c.L + i) * c.L + j;
+            out.push_back(f32.empty() ? (bits[at] ? 0.0 : -kInf) : f32[at]);
+          }
+    return out;
+  }
+};
+
 // An output buffer of some dtype, poisoned, read back as doubles.
 struct Output {
   DType dtype;
@@ -194,10 +275,11 @@ struct Problem {
   std::mt19937_64 rng;
   Tensor q, k, v, dout;
   std::vector<Piece> rows;
+  Mask mask;
   Problem(const Case& cs, uint64_t seed)
       : c(cs), rng(seed), q(c.dtype, c.B, c.Hq, c.L, c.D, rng), k(c.dtype, c.B, c.Hkv, c.L, c.D, rng),
         v(c.dtype, c.B, c.Hkv, c.L, c.Dv, rng), dout(DType::kF32, c.B, c.Hq, c.L, c.Dv, rng),
-        rows(my_rows(c.layout, c.L, g_rank, g_size)) {
+        rows(my_rows(c.layout, c.L, g_rank, g_size)), mask(c, rows, rng) {
     for (Tensor* t : {&q, &k, &v, &dout}) t->take(rows);
   }
   int64_t n() const { return q.n; }
@@ -208,7 +290,16 @@ struct Problem {
     p.window = c.window;
     p.diagonal_offset = c.diagonal_offset;
     p.softcap = c.softcap;
+    p.kv_lens = c.kv_lens;
+    p.q_lens = c.q_lens;
+    p.mask = mask.mine();
     p.num_threads = 1;
+    return p;
+  }
+  // The same for attention() over the whole sequence on one process.
+  AttentionParams whole_params() const {
+    AttentionParams p = params();
+    p.mask = mask.all();
     return p;
   }
   reference::Problem oracle_problem() const {
@@ -221,6 +312,8 @@ struct Problem {
     r.diagonal_offset = c.diagonal_offset;
     r.scale = 1.0 / std::sqrt(static_cast<double>(c.D));
     r.softcap = c.softcap;
+    r.kv_lens = c.kv_lens, r.q_lens = c.q_lens;
+    r.mask = mask.dense(c);
     return r;
   }
   // This rank's rows of a whole-sequence [B, H, L, W] result.
@@ -298,7 +391,8 @@ void run_case(const Case& c, uint64_t seed) {
   check(c.name, "out vs oracle", out.read(), p.mine(want.out, c.Hq, c.Dv), flat(1e-5 * max_v), out_round);
   check(c.name, "lse vs oracle", lse.read(), p.mine(want.lse, c.Hq, 1), flat(1e-5), 1e-5);
   Output whole(c.out_dtype, {c.B, c.Hq, c.L, c.Dv}), whole_lse(DType::kF32, {c.B, c.Hq, c.L});
-  attention(p.q.all(), p.k.all(), p.v.all(), params, {whole.view(), whole_lse.view()});
+  const AttentionParams whole_params = p.whole_params();
+  attention(p.q.all(), p.k.all(), p.v.all(), whole_params, {whole.view(), whole_lse.view()});
   check(c.name, "out vs attention()", out.read(), p.mine(whole.read(), c.Hq, c.Dv),
         flat(2e-5 * max_v), 2 * out_round);
   check(c.name, "lse vs attention()", lse.read(), p.mine(whole_lse.read(), c.Hq, 1), flat(2e-5), 2e-5);
@@ -321,11 +415,11 @@ void run_case(const Case& c, uint64_t seed) {
   check(c.name, "dk vs oracle", grads.dk.read(), p.mine(gw.dk, c.Hkv, c.D), scaled(dk_scale, 1), grad_round);
   check(c.name, "dv vs oracle", grads.dv.read(), p.mine(gw.dv, c.Hkv, c.Dv), scaled(dv_scale, 1), grad_round);
   Output wout(DType::kF32, {c.B, c.Hq, c.L, c.Dv}), wlse(DType::kF32, {c.B, c.Hq, c.L});
-  attention(p.q.all(), p.k.all(), p.v.all(), params, {wout.view(), wlse.view()});
+  attention(p.q.all(), p.k.all(), p.v.all(), whole_params, {wout.view(), wlse.view()});
   Output wdq(c.grad_dtype, {c.B, c.Hq, c.L, c.D}), wdk(c.grad_dtype, {c.B, c.Hkv, c.L, c.D}),
       wdv(c.grad_dtype, {c.B, c.Hkv, c.L, c.Dv});
-  attention_backward(p.q.all(), p.k.all(), p.v.all(), wout.view(), wlse.view(), p.dout.all(), params,
-                     {wdq.view(), wdk.view(), wdv.view()});
+  attention_backward(p.q.all(), p.k.all(), p.v.all(), wout.view(), wlse.view(), p.dout.all(),
+                     whole_params, {wdq.view(), wdk.view(), wdv.view()});
   check(c.name, "dq vs attention_backward()", grads.dq.read(), p.mine(wdq.read(), c.Hq, c.D),
         scaled(dq_scale, 2), 2 * grad_round);
   check(c.name, "dk vs attention_backward()", grads.dk.read(), p.mine(wdk.read(), c.Hkv, c.D),
@@ -441,12 +535,28 @@ void run_bad_inputs() {
                           [&](Output& o, Output& l) {
                             forward(q, k, v, good, odd ? RingLayout::kContiguous : c.layout, o, l);
                           });
-  const std::vector<uint8_t> mask_bits(c.L * c.L, 1);
-  expect_error_everywhere("a mask on rank 0", "rank 0" + of + " rejected its arguments: mask: not supported",
+  const std::vector<uint8_t> mask_bits(n * c.L, 1);
+  expect_error_everywhere("a mask of this rank's keys only on rank 0",
+                          "rank 0" + of + " rejected its arguments: mask: expected a shape that "
+                          "broadcasts to [B, Hq, n, L] = [2, 2, " + std::to_string(n) + ", 48]",
+                          [&](Output& o, Output& l) {
+                            AttentionParams bad = good;
+                            const int64_t keys = g_rank == 0 ? n : c.L;
+                            bad.mask = {mask_bits.data(), DType::kBool, Layout::contiguous({n, keys})};
+                            forward(q, k, v, bad, c.layout, o, l);
+                          });
+  expect_error_everywhere("a mask on rank 0 only", "mask: presence is 1 on rank 0 but 0 on rank 1",
                           [&](Output& o, Output& l) {
                             AttentionParams bad = good;
                             if (g_rank == 0)
-                              bad.mask = {mask_bits.data(), DType::kBool, Layout::contiguous({n, n})};
+                              bad.mask = {mask_bits.data(), DType::kBool, Layout::contiguous({n, c.L})};
+                            forward(q, k, v, bad, c.layout, o, l);
+                          });
+  const std::vector<int64_t> too_long = {c.L + 1, c.L};
+  expect_error_everywhere("kv_lens beyond the sequence", "kv_lens[0] = 49 is out of range",
+                          [&](Output& o, Output& l) {
+                            AttentionParams bad = good;
+                            bad.kv_lens = too_long;
                             forward(q, k, v, bad, c.layout, o, l);
                           });
   expect_error_everywhere("MPI_COMM_NULL", "comm: is MPI_COMM_NULL", [&](Output& o, Output& l) {
@@ -466,12 +576,20 @@ void run_bad_inputs() {
                           "rank 1" + of + " rejected its arguments: dq:", [&](Output& o, Output&) {
                             backward(o, good, g_rank == 1 ? n + 1 : n);
                           });
-  const std::vector<int64_t> lens = {c.L, c.L};
-  expect_error_everywhere("backward: kv_lens on the last rank",
-                          "rank " + at_last + of + " rejected its arguments: kv_lens: not supported",
+  const std::vector<int64_t> lens = {c.L, c.L - 1};
+  expect_error_everywhere("backward: kv_lens on the last rank only",
+                          "kv_lens: length is 0 on rank 0 but 2 on rank " + at_last,
                           [&](Output& o, Output&) {
                             AttentionParams bad = good;
                             if (odd) bad.kv_lens = lens;
+                            backward(o, bad, n);
+                          });
+  const std::vector<int64_t> other_lens = {c.L, c.L - 2};
+  expect_error_everywhere("backward: q_lens differ on the last rank",
+                          "q_lens: list differs between rank 0 and rank " + at_last,
+                          [&](Output& o, Output&) {
+                            AttentionParams bad = good;
+                            bad.q_lens = odd ? other_lens : lens;
                             backward(o, bad, n);
                           });
   expect_error_everywhere("backward: softcap differs on the last rank",
@@ -553,6 +671,28 @@ int main(int argc, char** argv) {
   add("1200 rows, causal, contiguous", [](Case& c) { c.B = 1, c.Hq = c.Hkv = 1, c.L = 1200, c.causal = true; });
   add("1200 rows, window (300, 0), zigzag", [&](Case& c) {
     c.L = 1200, c.B = 1, c.Hq = c.Hkv = 1, c.window = {300, 0}, c.layout = zigzag;
+  });
+
+  // Masks and lengths: each rank passes its rows of the whole mask, global lengths.
+  add("float mask, contiguous", [](Case& c) { c.mask = MaskKind::kFloat; });
+  add("bool mask, causal, zigzag", [&](Case& c) { c.mask = MaskKind::kBool, c.causal = true, c.layout = zigzag; });
+  add("key-padding mask [B, 1, 1, L], zigzag", [&](Case& c) { c.mask = MaskKind::kKeyPadding, c.layout = zigzag; });
+  add("2-D mask [L, L], GQA 4/2, window (9, 3), contiguous", [](Case& c) {
+    c.mask = MaskKind::kRows2D, c.Hq = 4, c.window = {9, 3};
+  });
+  add("kv_lens {L - 5, 0}, zigzag", [&](Case& c) { c.kv_lens = {43, 0}, c.layout = zigzag; });
+  add("q_lens {30, L}, causal, contiguous", [](Case& c) { c.q_lens = {30, 53}, c.causal = true; });
+  add("kv_lens and q_lens, causal bottom-right (shifts 10 and -9), zigzag", [&](Case& c) {
+    c.kv_lens = {40, 39}, c.q_lens = {30, 48}, c.causal = true;
+    c.align = CausalAlign::kBottomRight, c.layout = zigzag;
+  });
+  add("kv_lens, q_lens, window (7, 1) bottom-right, float mask, bf16, contiguous", [](Case& c) {
+    c.kv_lens = {50, 23}, c.q_lens = {53, 41}, c.window = {7, 1}, c.align = CausalAlign::kBottomRight;
+    c.mask = MaskKind::kFloat, c.dtype = DType::kBF16;
+  });
+  add("1200 rows, kv_lens, bool mask, causal, zigzag", [&](Case& c) {
+    c.L = 1200, c.B = 2, c.Hq = c.Hkv = 1, c.kv_lens = {1100, 700}, c.mask = MaskKind::kBool;
+    c.causal = true, c.layout = zigzag;
   });
 
   for (size_t i = 0; i < cases.size(); ++i) run_case(cases[i], 1000 + i);

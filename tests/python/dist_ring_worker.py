@@ -31,23 +31,44 @@ def my_rows(length, layout):
     return np.arange(cuts[rank], cuts[rank + 1])
 
 
-def check_case(seed, layout, length, **kw):
+def make_mask(rng, kind, length):
+    """The whole sequence's mask: a float [B, H, L, L] one with -inf entries, or a bool [L, L]
+    one; either way row 3 sees no key."""
+    if kind == "float":
+        mask = rng.standard_normal((B, H, length, length)).astype(np.float32)
+        mask[rng.random(mask.shape) < 0.2] = -np.inf
+        mask[:, :, 3] = -np.inf
+        return mask
+    mask = rng.random((length, length)) < 0.8
+    mask[3] = False
+    return mask
+
+
+def check_case(seed, layout, length, mask=None, **kw):
     global checks
     rng = np.random.default_rng(seed)  # the same on every rank
     q = rng.standard_normal((B, H, length, D)).astype(np.float32)
     k = rng.standard_normal((B, HKV, length, D)).astype(np.float32)
     v = rng.standard_normal((B, HKV, length, D)).astype(np.float32)
     dout = rng.standard_normal((B, H, length, D)).astype(np.float32)
+    whole_mask = make_mask(rng, mask, length) if mask else None
     rows = my_rows(length, layout)
     mine = [np.ascontiguousarray(x[:, :, rows]) for x in (q, k, v, dout)]
+    if whole_mask is not None:  # this rank's rows of it, every key
+        kw["mask"] = np.ascontiguousarray(whole_mask[..., rows, :])
     out, lse = xattn.dist.ring_attention(*mine[:3], comm, layout=layout, **kw)
     dq, dk, dv = xattn.dist.ring_attention_backward(*mine[:3], out, lse, mine[3], comm,
                                                     layout=layout, **kw)
+    if whole_mask is not None:
+        kw["mask"] = torch.from_numpy(whole_mask)
     # The float64 oracle, and one process's kernel, over the whole sequence, through autograd.
     for dtype, tol in ((torch.float64, CLOSE64), (torch.float32, CLOSE)):
         leaves = [torch.from_numpy(x).to(dtype).requires_grad_() for x in (q, k, v)]
         if dtype == torch.float64:
-            want, want_lse, _ = oracle.attention(*leaves, **kw)
+            mask64 = kw.get("mask")
+            if mask64 is not None and mask64.dtype != torch.bool:
+                mask64 = mask64.to(dtype)
+            want, want_lse, _ = oracle.attention(*leaves, **dict(kw, mask=mask64))
         else:
             want, want_lse = xattn.attention(*leaves, return_lse=True, **kw)
         want.backward(torch.from_numpy(dout).to(dtype))
@@ -76,6 +97,10 @@ check_case(2, "contiguous", 37, causal=True)
 check_case(3, "zigzag", L, causal=True)
 check_case(4, "zigzag", L, window=(3, 2))
 check_case(5, "contiguous", 37, causal=True, window=(5, 0), softcap=3.0)
+check_case(6, "zigzag", L, mask="float", causal=True)
+check_case(7, "contiguous", 37, mask="bool", kv_lens=[30, 0], q_lens=[37, 20])
+check_case(8, "zigzag", L, causal=True, align="bottom_right", kv_lens=[L - 2, L - 7],
+           q_lens=[L - 5, L - 1])
 
 x = np.random.default_rng(9).standard_normal((1, 2, 6, D)).astype(np.float32)
 last = size - 1

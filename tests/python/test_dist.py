@@ -35,6 +35,6 @@ def test_under_mpirun(worker, ranks):
            sys.executable, str(HERE / worker)]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
-    checks = 8 if worker == "dist_split_kv_worker.py" else 9
+    checks = 8 if worker == "dist_split_kv_worker.py" else 12
     for r in range(ranks):
         assert f"rank {r}: {checks} checks passed" in run.stdout, run.stdout + run.stderr
