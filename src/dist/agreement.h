@@ -6,9 +6,12 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <new>
 #include <span>
 #include <string>
 #include <vector>
+
+#include "xattn/error.h"
 
 namespace xattn::dist {
 
@@ -43,6 +46,23 @@ std::vector<RankReport> agree(MPI_Comm comm, const char* entry, const RankReport
 
 // The same with no fields: whether every rank could go on.
 void agree_ok(MPI_Comm comm, const char* entry, const RankReport& mine);
+
+// Runs `prepare` (this rank's buffers, and checks that need every rank's shape), then agrees
+// with agree_ok that every rank could: an xattn::Error, or running out of memory for
+// `memory_for`, on any rank makes every rank throw.
+template <class Prepare>
+void prepare_on_every_rank(MPI_Comm comm, const char* entry, const char* memory_for,
+                           Prepare&& prepare) {
+  RankReport ready;
+  try {
+    prepare();
+  } catch (const Error& e) {
+    ready.fail(e.what());
+  } catch (const std::bad_alloc&) {
+    ready.fail(std::string("out of memory for ") + memory_for);
+  }
+  agree_ok(comm, entry, ready);
+}
 
 // How long an agreement waits for every rank: $XATTN_DIST_TIMEOUT seconds (0: for ever), or
 // kDefaultTimeoutSeconds when unset or not a number >= 0. Read at each call.

@@ -76,10 +76,9 @@ void ring_attention(const TensorView& q, const TensorView& k, const TensorView& 
   const RingShape shape = agree_ring_forward(q, k, v, params, comm, layout, outputs);
 
   // 2. Memory and the local calls (their offsets), checked before anything moves.
-  RankReport ready;
   std::unique_ptr<Partial> part;
   std::unique_ptr<KeyValueBlocks> blocks;
-  try {
+  prepare_on_every_rank(comm, kEntry, "the K/V blocks and the partial result", [&] {
     part = std::make_unique<Partial>(shape);
     blocks = std::make_unique<KeyValueBlocks>(shape, k, v);
     check_ring_mask(params.mask, shape);
@@ -89,12 +88,7 @@ void ring_attention(const TensorView& q, const TensorView& k, const TensorView& 
       compute_step(shape, blocks->views(owner, 0), shape.segments[owner], q, params, *part, none,
                    true);
     }
-  } catch (const Error& e) {
-    ready.fail(e.what());
-  } catch (const std::bad_alloc&) {
-    ready.fail("out of memory for the K/V blocks and the partial result");
-  }
-  agree_ok(comm, kEntry, ready);
+  });
 
   // 3. The ring.
   const RingComm ring(comm);

@@ -116,10 +116,9 @@ void ring_attention_backward(const TensorView& q, const TensorView& k, const Ten
   const Rows in{q, out, lse, dout};
 
   // 2. Memory and the local calls, checked before anything moves.
-  RankReport ready;
   std::unique_ptr<Sums> sums;
   std::unique_ptr<KeyValueBlocks> blocks;
-  try {
+  prepare_on_every_rank(comm, kEntry, "the K/V blocks and the gradient sums", [&] {
     sums = std::make_unique<Sums>(shape);
     blocks = std::make_unique<KeyValueBlocks>(shape, k, v);
     check_ring_mask(params.mask, shape);
@@ -128,12 +127,7 @@ void ring_attention_backward(const TensorView& q, const TensorView& k, const Ten
       const int owner = block_owner(shape.rank, s, shape.size);
       compute_step(shape, blocks->views(owner, 0), owner, in, params, *sums, none, true);
     }
-  } catch (const Error& e) {
-    ready.fail(e.what());
-  } catch (const std::bad_alloc&) {
-    ready.fail("out of memory for the K/V blocks and the gradient sums");
-  }
-  agree_ok(comm, kEntry, ready);
+  });
 
   // 3. The ring: K/V blocks ahead, their gradient accumulators one step behind.
   const RingComm ring(comm);
