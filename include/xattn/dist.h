@@ -62,7 +62,8 @@ enum class RingLayout : uint8_t {
   kContiguous,
   // The sequence is cut into 2P chunks of c = L / (2P) rows; rank r holds chunks r and 2P-1-r,
   // concatenated (n_r = 2c on every rank). Causal, every rank then does the same work
-  // (striped/zigzag ring attention). L must be a multiple of 2P.
+  // (striped/zigzag ring attention). L must be a multiple of 2P: pad a sequence that is not,
+  // and pass its real length as kv_lens and q_lens.
   kZigzag,
 };
 
