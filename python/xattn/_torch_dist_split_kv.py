@@ -9,8 +9,10 @@ all-gathered and summed in rank order.
 
 from . import _arrays as A
 from . import _xattn
-from ._attention import _check_mask, _check_qkv, _int, _params
+from ._attention import _check_qkv, _params
 from ._torch_dist_agree import Error, Report, agree, group_of
+from ._torch_dist_plan import block_calls, call_params, check_lens, check_options, diagonals, \
+    slice_mask
 
 ENTRY = "attention_split_kv"
 _FUNCTION = None
@@ -65,7 +67,7 @@ def attention_split_kv(q, k_shard, v_shard, *, group=None, mask=None, causal=Fal
     lengths = [rep.local for rep in reports]
     first_key, total_keys = sum(lengths[:rank]), sum(lengths)
     calls = _plan(prepared, q.shape[0], q.shape[2], first_key, k_shard.shape[2], total_keys)
-    job = _Job(torch, dist, group, size, calls, mask)
+    job = _Job(torch, dist, group, size, prepared, calls, mask)
     if prepared["grad"]:
         out, lse = _function(torch).apply(q, k_shard, v_shard, job)
     else:
@@ -91,20 +93,16 @@ def _check_locally(torch, q, k, v, mask, causal, window, align, scale, softcap, 
         raise TypeError(_rename(str(e), names)) from None
     if kind != A.TORCH:
         raise TypeError("q: xattn.torch_dist takes torch tensors (numpy arrays: xattn.dist)")
-    _check_mask(kind, mask)
+    options, option_fields = check_options(torch, kind, mask, align, kv_lens, q_lens,
+                                           diagonal_offset)
     A.check_bool(return_lse, "return_lse")
     for x, arg in ((q, "q"), (k, "k_shard"), (v, "v_shard")):
         if x.ndim != 4:
             raise ValueError(f"{arg}: expected 4-D [B, H, L, D], got shape {tuple(x.shape)}")
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
-    if mask is not None and mask.requires_grad and torch.is_grad_enabled():
-        raise ValueError("mask: xattn.torch_dist gives a mask no gradient; pass mask.detach()")
-    kv_list, q_list = A.int_list(kv_lens, "kv_lens"), A.int_list(q_lens, "q_lens")
-    local = _params(mask, causal, window, "top_left", scale, softcap, None, q_list, num_threads,
-                    False, 0)
-    if not isinstance(align, str) or align not in ("top_left", "bottom_right"):
-        raise ValueError(f"align: expected 'top_left' or 'bottom_right', got {align!r}")
-    offset = _int(diagonal_offset, "diagonal_offset")
+    # q is whole here, so q_lens is checked against it at once.
+    local = _params(mask, causal, window, "top_left", scale, softcap, None, options["q_lens"],
+                    num_threads, False, 0)
     out = torch.empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]), dtype=torch.float32)
     try:
         _xattn.validate_attention(A.spec(q, "q"), A.spec(k, "k"), A.spec(v, "v"), local,
@@ -117,13 +115,11 @@ def _check_locally(torch, q, k, v, mask, causal, window, align, scale, softcap, 
               ("v_shard", "Dv (value dim)", v.shape[3]), ("q", "dtype", str(q.dtype)),
               ("q, k_shard, v_shard", "whether gradients are recorded", grad),
               ("scale", "value", local.scale), ("softcap", "value", local.softcap),
-              ("causal", "value", local.causal), ("align", "value", align),
+              ("causal", "value", local.causal),
               ("window", "value", (local.window_left, local.window_right)),
-              ("diagonal_offset", "value", offset), ("kv_lens", "value", kv_list),
-              ("q_lens", "value", q_list), ("return_lse", "value", bool(return_lse))]
+              ("return_lse", "value", bool(return_lse))] + option_fields
     return {"fields": fields, "grad": grad, "causal": local.causal, "window": window,
-            "align": align, "scale": scale, "softcap": softcap, "kv_lens": kv_list,
-            "q_lens": q_list, "offset": offset, "num_threads": num_threads}
+            "scale": scale, "softcap": softcap, "num_threads": num_threads, **options}
 
 
 def _rename(message, names):
@@ -135,49 +131,24 @@ def _rename(message, names):
 
 
 def _plan(p, batch, q_rows, first_key, keys, total_keys):
-    """The shard's calls: (batch_begin, batch_count, diagonal_offset, kv_lens, q_lens). Row i of
-    batch b sees global key first_key + j where the whole problem puts it: locally a top-left
-    call with offset (KV_b - Q_b if bottom-right) + diagonal_offset - first_key, one call when
-    that is the same for every batch, else one per batch. The same values on every rank, so a
-    bad kv_lens raises alike everywhere."""
-    kv = p["kv_lens"]
-    if kv and len(kv) != batch:
-        raise Error(f"{ENTRY}: kv_lens: expected {batch} entries (one per batch), got {len(kv)}")
-    for b, n in enumerate(kv):
-        if not 0 <= n <= total_keys:
-            raise Error(f"{ENTRY}: kv_lens[{b}] = {n} is out of range [0, the whole key length "
-                        f"(all shards) = {total_keys}]")
-    ql = p["q_lens"]
-    offsets = []
-    for b in range(batch):
-        shift = ((kv[b] if kv else total_keys) - (ql[b] if ql else q_rows)
-                 if p["align"] == "bottom_right" else 0)
-        offsets.append(shift + p["offset"] - first_key)
-    local_kv = [min(max(n - first_key, 0), keys) for n in kv]
-    if all(o == offsets[0] for o in offsets):
-        return [(0, batch, offsets[0] if batch else 0, local_kv, ql, p)]
-    return [(b, 1, offsets[b], local_kv[b:b + 1], ql[b:b + 1], p) for b in range(batch)]
-
-
-def _call_params(call, mask):
-    b0, count, offset, kv, ql, p = call
-    if mask is not None and mask.ndim == 4 and mask.shape[0] > 1:
-        mask = mask[b0:b0 + count]  # its own batch dim; lower ranks broadcast as they are
-    return _params(mask, p["causal"], p["window"], "top_left", p["scale"], p["softcap"], kv, ql,
-                   p["num_threads"], False, offset)
+    """The shard's calls (Call): row i of batch b sees global key first_key + j where the whole
+    problem puts it, as top-left calls with the diagonal moved to the shard's first key. The
+    same values on every rank, so a bad kv_lens raises alike everywhere."""
+    check_lens(ENTRY, "kv_lens", p["kv_lens"], batch, total_keys,
+               "the whole key length (all shards)")
+    return block_calls(p, diagonals(p, batch, q_rows, total_keys), 0, q_rows, first_key, keys)
 
 
 class _Job:
     """One call's plan and group: the forward and backward passes over it."""
 
-    def __init__(self, torch, dist, group, size, calls, mask):
+    def __init__(self, torch, dist, group, size, p, calls, mask):
         self.torch, self.dist, self.group, self.size = torch, dist, group, size
-        self.calls, self.mask = calls, mask
+        self.p, self.calls, self.mask = p, calls, mask
 
     def _each_call(self):
         for call in self.calls:
-            b0, count = call[0], call[1]
-            yield slice(b0, b0 + count), _call_params(call, self.mask)
+            yield call.batch, call_params(self.p, call, slice_mask(self.mask, call.batch))
 
     def forward(self, q, k, v):
         """(out f32, lse f32) over all shards, merged in rank order."""

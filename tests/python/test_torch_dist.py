@@ -55,12 +55,13 @@ def test_matches_one_process(world):
     codes, outputs = run_ranks(world, "all", timeout=120)
     for r, (code, out) in enumerate(zip(codes, outputs)):
         assert code == 0, f"rank {r}:\n{out}"
-        # 9 split-KV cases, 12 ring cases (and 1 and 2 more in a subgroup of ranks 1 .. P-1
-        # where it has 2 ranks or more, on its members), 7 bad inputs and a good call after.
+        # 9 split-KV cases, 32 ring cases (16 per layout, 10 of them masks and lengths; and 1
+        # and 2 more in a subgroup of ranks 1 .. P-1 where it has 2 ranks or more, on its
+        # members), 11 bad inputs and a good call after.
         in_subgroup = world >= 3 and r >= 1
         assert out.count("PASS split_kv") == 9 + in_subgroup, out
-        assert out.count("PASS ring") == 12 + 2 * in_subgroup, out
-        assert out.count("PASS bad input") == 8, out
+        assert out.count("PASS ring") == 32 + 2 * in_subgroup, out
+        assert out.count("PASS bad input") == 12, out
 
 
 @pytest.mark.parametrize("suite", ["missing", "mismatched"])

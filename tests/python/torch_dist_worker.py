@@ -177,8 +177,32 @@ def split_kv_cases(rank, world):
 RING_LENGTHS = {1: [6], 2: [5, 8], 3: [4, 7, 3], 4: [2, 5, 0, 6]}  # (an empty shard)
 
 
+def ring_mask(kind, B, Hq, L, g):
+    """The whole [B, Hq, L, L]-broadcasting mask of a ring case, with a row or a batch's row
+    that sees no key."""
+    if kind == "float":
+        mask = torch.randn(B, Hq, L, L, generator=g)
+        mask[0, 1, 2] = float("-inf")
+    elif kind == "bool":
+        mask = torch.rand(B, 1, L, L, generator=g) > 0.3
+        mask[1, 0, L - 2] = False
+    elif kind == "key padding":  # [B, 1, 1, L]: batch 0's last 3 keys and batch 1's key 1
+        mask = torch.ones(B, 1, 1, L, dtype=torch.bool)
+        mask[0, ..., L - 3:] = False
+        mask[1, ..., 1] = False
+    elif kind == "2-D":  # [L, L] float, each rank's rows [n_r, L]
+        mask = torch.randn(L, L, generator=g)
+        mask[3] = float("-inf")
+    else:
+        assert kind is None, kind
+        mask = None
+    return mask
+
+
 def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0, heads=(4, 2),
-              dtype=torch.float32, group=None):
+              dtype=torch.float32, group=None, mask_kind=None, align="top_left", kv_lens=None,
+              q_lens=None, diagonal_offset=0):
+    """kv_lens and q_lens: functions of the whole length L, which differs by layout and world."""
     g = torch.Generator().manual_seed(99)
     chunk = 3
     lengths = RING_LENGTHS[world] if layout == "contiguous" else [2 * chunk] * world
@@ -189,6 +213,7 @@ def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0,
     v = torch.randn(B, Hkv, L, Dv, generator=g)
     w = torch.randn(B, Hq, L, Dv, generator=g)
     q, k, v, w = (x.to(dtype) for x in (q, k, v, w))
+    mask = ring_mask(mask_kind, B, Hq, L, g)
     if layout == "contiguous":
         o = sum(lengths[:rank])
         rows = torch.arange(o, o + lengths[rank])
@@ -196,20 +221,30 @@ def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0,
         rows = torch.cat([torch.arange(rank * chunk, (rank + 1) * chunk),
                           torch.arange((2 * world - 1 - rank) * chunk,
                                        (2 * world - rank) * chunk)])
-    opts = dict(causal=causal, window=window, softcap=softcap)
+    kv_lens = kv_lens(L) if kv_lens else None
+    q_lens = q_lens(L) if q_lens else None
+    opts = dict(causal=causal, window=window, softcap=softcap, align=align, kv_lens=kv_lens,
+                q_lens=q_lens, diagonal_offset=diagonal_offset)
 
     q1, k1, v1 = leaves(q, k, v)
-    out1 = xattn.attention(q1, k1, v1, num_threads=1, **opts)
+    out1 = xattn.attention(q1, k1, v1, mask=mask, num_threads=1, **opts)
     dq1, dk1, dv1 = grads_of(out1, w, (q1, k1, v1))
     q2, k2, v2 = leaves(q, k, v)
-    out2 = math_attention(q2, k2, v2, visible(L, L, causal, window), softcap=softcap)
+    see = visible(L, L, causal, window, align, kv_lens, q_lens, diagonal_offset, B)
+    bias = None
+    if mask is not None:
+        see = see & (mask if mask.dtype == torch.bool else mask > float("-inf"))
+        bias = None if mask.dtype == torch.bool else mask
+    out2 = math_attention(q2, k2, v2, see, softcap=softcap, bias=bias)
     dq2, dk2, dv2 = grads_of(out2, w.double(), (q2, k2, v2))
 
     qd, kd, vd = leaves(q[:, :, rows], k[:, :, rows], v[:, :, rows])
-    out = xd.ring_attention(qd, kd, vd, layout=layout, num_threads=1, group=group, **opts)
+    md = mask if mask is None or mask.ndim < 2 or mask.shape[-2] == 1 else mask[..., rows, :]
+    ring_opts = dict(opts, mask=md, layout=layout, num_threads=1, group=group)
+    out = xd.ring_attention(qd, kd, vd, **ring_opts)
     dq, dk, dv = grads_of(out, w[:, :, rows], (qd, kd, vd))
     with torch.no_grad():  # the same call again, without autograd: the same bits
-        again = xd.ring_attention(qd, kd, vd, layout=layout, num_threads=1, group=group, **opts)
+        again = xd.ring_attention(qd, kd, vd, **ring_opts)
     assert torch.equal(again, out.detach()), f"ring {layout} {name}: not deterministic"
     one = [x[:, :, rows] for x in (out1, dq1, dk1, dv1)]
     math = [x[:, :, rows] for x in (out2, dq2, dk2, dv2)]
@@ -218,6 +253,10 @@ def ring_case(rank, world, name, layout, causal=False, window=None, softcap=0.0,
         check(f"ring {layout} {name} vs f64", (out, dq, dk, dv), math, CLOSE64)
     else:
         check_bf16(f"ring {layout} {name}", (out, dq, dk, dv), one[0], math)
+    # Rows that see no key: exactly 0, and so are their dq.
+    blind = ~see.expand(B, Hq, L, L).any(-1)[:, :, rows]
+    for x, what in ((out.detach(), "out"), (dq, "dq")):
+        assert torch.all(x[blind] == 0), f"ring {layout} {name}: {what} of a blind row is not 0"
     print(f"PASS ring {layout} {name}", flush=True)
 
 
@@ -230,6 +269,27 @@ def ring_cases(rank, world):
                   softcap=3.0)
         ring_case(rank, world, "mha", layout, causal=True, heads=(2, 2))
         ring_case(rank, world, "bfloat16 causal", layout, causal=True, dtype=torch.bfloat16)
+        ring_mask_cases(rank, world, layout)
+
+
+def ring_mask_cases(rank, world, layout):
+    """Masks, lengths, align and diagonal_offset. Rows that see no key in every case but the
+    plain float one: a fully masked row, kv_lens = 0, rows past q_lens or before the diagonal."""
+    ring_case(rank, world, "float mask", layout, mask_kind="float")
+    ring_case(rank, world, "bool mask causal", layout, mask_kind="bool", causal=True)
+    ring_case(rank, world, "key padding mask", layout, mask_kind="key padding", window=(3, 3))
+    ring_case(rank, world, "2-D mask", layout, mask_kind="2-D", causal=True)
+    ring_case(rank, world, "kv_lens", layout, kv_lens=lambda L: [L - 3, 0])
+    ring_case(rank, world, "q_lens bottom_right", layout, causal=True, align="bottom_right",
+              q_lens=lambda L: [L // 2, L - 1])
+    ring_case(rank, world, "lengths bottom_right float mask", layout, causal=True,
+              align="bottom_right", mask_kind="float", kv_lens=lambda L: [L - 2, L - 5],
+              q_lens=lambda L: [L - 4, L - 1])
+    ring_case(rank, world, "causal lengths window", layout, causal=True, window=(4, -1),
+              kv_lens=lambda L: [L - 1, 0], q_lens=lambda L: [L - 2, L])
+    ring_case(rank, world, "diagonal_offset causal", layout, causal=True, diagonal_offset=-2)
+    ring_case(rank, world, "diagonal_offset window bool mask", layout, window=(2, 2),
+              diagonal_offset=3, mask_kind="bool")
 
 
 def subgroup_cases(rank, world):
@@ -286,10 +346,28 @@ def bad_input_cases(rank, world):
     expect_raise("window on one rank",
                  lambda: xd.ring_attention(x, x, x, window=(2, 2) if rank == 0 else None),
                  xattn.Error, "window")
+    ring_bad_inputs(rank, world, x)
     # Still usable: a good call after the bad ones.
     out = xd.ring_attention(x, x, x, causal=True)
     assert out.shape == x.shape
     print("PASS bad input: group still usable", flush=True)
+
+
+def ring_bad_inputs(rank, world, x):
+    """The ring's mask and lengths: checked against the whole length L, known after the gather."""
+    last, L = world - 1, x.shape[2] * world
+    mask = torch.ones(1, 2, 4, 4 if rank == last else L, dtype=torch.bool)
+    expect_raise("ring mask columns on one rank", lambda: xd.ring_attention(x, x, x, mask=mask),
+                 xattn.Error, "mask: on rank", f"rank {last}", f"[1, 2, 4, {L}]",
+                 "got [1, 2, 4, 4]")
+    expect_raise("ring kv_lens differ",
+                 lambda: xd.ring_attention(x, x, x, kv_lens=[3 if rank == last else 4]),
+                 xattn.Error, "kv_lens", f"[3] on rank {last}")
+    expect_raise("ring kv_lens past L", lambda: xd.ring_attention(x, x, x, kv_lens=[L + 1]),
+                 xattn.Error, f"kv_lens[0] = {L + 1}", f"L = {L}")
+    mask = torch.zeros(1, 1, 4, L, requires_grad=rank == 0)
+    expect_raise("ring mask requires grad", lambda: xd.ring_attention(x, x, x, mask=mask),
+                 ValueError if rank == 0 else xattn.Error, "rank 0 of", "mask.detach()")
 
 
 def missing_rank(rank, world):
