@@ -10,6 +10,7 @@ sequence; calls in which no query sees a key are skipped.
 """
 
 from . import _arrays as A
+from . import _torch_dist_autograd as autograd
 from . import _xattn
 from ._attention import _check_qkv, _params
 from ._torch_dist_agree import Error, Report, agree, group_of
@@ -18,7 +19,6 @@ from ._torch_dist_plan import block_calls, call_params, check_lens, check_option
 
 ENTRY = "ring_attention"
 LAYOUTS = ("contiguous", "zigzag")
-_FUNCTION = None
 
 
 def ring_attention(q, k, v, *, group=None, mask=None, causal=False, window=None,
@@ -77,10 +77,7 @@ def ring_attention(q, k, v, *, group=None, mask=None, causal=False, window=None,
     diagonal = diagonals(prepared, q.shape[0], sum(lengths), sum(lengths))
     ring = _Ring(torch, dist, group, rank, size, _segments(layout, lengths), prepared, diagonal,
                  mask)
-    if prepared["grad"]:
-        return _function(torch).apply(q, k, v, ring)
-    out32, _ = ring.forward(q, k, v)
-    return out32.to(q.dtype)
+    return autograd.run(torch, ring, q, k, v, prepared["grad"])[0]
 
 
 def _check_locally(torch, q, k, v, mask, causal, window, align, scale, softcap, kv_lens,
@@ -293,23 +290,3 @@ def _wait(requests):
     for request, _tensor in requests:
         request.wait()
 
-
-def _function(torch):
-    global _FUNCTION
-    if _FUNCTION is None:
-        class RingFunction(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, q, k, v, ring):
-                out32, lse = ring.forward(q, k, v)
-                ctx.save_for_backward(q, k, v, out32, lse)
-                ctx.ring = ring
-                return out32.to(q.dtype, copy=True)
-
-            @staticmethod
-            def backward(ctx, dout):
-                q, k, v, out32, lse = ctx.saved_tensors
-                dq, dk, dv = ctx.ring.backward(q, k, v, out32, lse, dout)
-                return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None
-
-        _FUNCTION = RingFunction
-    return _FUNCTION

@@ -8,6 +8,7 @@ all-gathered and summed in rank order.
 """
 
 from . import _arrays as A
+from . import _torch_dist_autograd as autograd
 from . import _xattn
 from ._attention import _check_qkv, _params
 from ._torch_dist_agree import Error, Report, agree, group_of
@@ -15,7 +16,6 @@ from ._torch_dist_plan import block_calls, call_params, check_lens, check_option
     slice_mask
 
 ENTRY = "attention_split_kv"
-_FUNCTION = None
 
 
 def attention_split_kv(q, k_shard, v_shard, *, group=None, mask=None, causal=False, window=None,
@@ -68,11 +68,7 @@ def attention_split_kv(q, k_shard, v_shard, *, group=None, mask=None, causal=Fal
     first_key, total_keys = sum(lengths[:rank]), sum(lengths)
     calls = _plan(prepared, q.shape[0], q.shape[2], first_key, k_shard.shape[2], total_keys)
     job = _Job(torch, dist, group, size, prepared, calls, mask)
-    if prepared["grad"]:
-        out, lse = _function(torch).apply(q, k_shard, v_shard, job)
-    else:
-        out32, lse = job.forward(q, k_shard, v_shard)
-        out = out32.to(q.dtype)
+    out, lse = autograd.run(torch, job, q, k_shard, v_shard, prepared["grad"])
     return (out, lse) if return_lse else out
 
 
@@ -212,24 +208,3 @@ class _Job:
                             "(its own error says why)")
         return parts
 
-
-def _function(torch):
-    global _FUNCTION
-    if _FUNCTION is None:
-        class SplitKVFunction(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, q, k, v, job):
-                out32, lse = job.forward(q, k, v)
-                ctx.save_for_backward(q, k, v, out32, lse)
-                ctx.job = job  # its params point into the mask: the job keeps it alive
-                ctx.mark_non_differentiable(lse)
-                return out32.to(q.dtype, copy=True), lse  # (not an alias of the saved f32 out)
-
-            @staticmethod
-            def backward(ctx, dout, _dlse):
-                q, k, v, out32, lse = ctx.saved_tensors
-                dq, dk, dv = ctx.job.backward(q, k, v, out32, lse, dout)
-                return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None
-
-        _FUNCTION = SplitKVFunction
-    return _FUNCTION
