@@ -35,6 +35,22 @@ void attention_split_kv(const ArraySpec& q, const ArraySpec& k_shard, const Arra
   xattn::dist::attention_split_kv(qv, kv, vv, p, to_comm(comm), o);
 }
 
+void attention_split_kv_backward(const ArraySpec& q, const ArraySpec& k_shard,
+                                 const ArraySpec& v_shard, const ArraySpec& out,
+                                 const ArraySpec& lse, const ArraySpec& dout,
+                                 const Params& params, int64_t comm, const ArraySpec& dq,
+                                 const ArraySpec& dk, const ArraySpec& dv) {
+  const xattn::TensorView qv = to_view(q, "q"), kv = to_view(k_shard, "k_shard"),
+                          vv = to_view(v_shard, "v_shard");
+  const xattn::TensorView ov = to_view(out, "out"), lv = to_view(lse, "lse"),
+                          dov = to_view(dout, "dout");
+  const xattn::AttentionParams p = params.view();
+  const xattn::AttentionGradients g{to_mutable(dq, "dq"), to_mutable(dk, "dk"),
+                                    to_mutable(dv, "dv")};
+  py::gil_scoped_release release;
+  xattn::dist::attention_split_kv_backward(qv, kv, vv, ov, lv, dov, p, to_comm(comm), g);
+}
+
 xattn::dist::RingLayout ring_layout(const std::string& layout) {
   if (layout == "contiguous") return xattn::dist::RingLayout::kContiguous;
   if (layout == "zigzag") return xattn::dist::RingLayout::kZigzag;
@@ -80,6 +96,10 @@ PYBIND11_MODULE(_xattn_dist, m) {
   m.def("attention_split_kv", &attention_split_kv, py::arg("q"), py::arg("k_shard"),
         py::arg("v_shard"), py::arg("params"), py::arg("comm"), py::arg("out"), py::arg("lse"),
         "Split-KV attention over the ranks of comm (a Fortran handle) into preallocated outputs.");
+  m.def("attention_split_kv_backward", &attention_split_kv_backward, py::arg("q"),
+        py::arg("k_shard"), py::arg("v_shard"), py::arg("out"), py::arg("lse"), py::arg("dout"),
+        py::arg("params"), py::arg("comm"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
+        "Gradients of split-KV attention into preallocated dq, dk, dv.");
   m.def("ring_attention", &ring_attention, py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("params"), py::arg("comm"), py::arg("layout"), py::arg("out"), py::arg("lse"),
         "Ring attention over the ranks of comm (a Fortran handle) into preallocated outputs.");

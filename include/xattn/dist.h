@@ -48,6 +48,29 @@ void attention_split_kv(const TensorView& q, const TensorView& k_shard, const Te
                         const AttentionParams& params, MPI_Comm comm,
                         const AttentionOutputs& outputs);
 
+// Gradients for attention_split_kv. q, k_shard, v_shard, params and comm as given to it (params
+// global, mask this rank's columns). out [B, Hq, Lq, Dv] and lse [B, Hq, Lq] (f32, required):
+// the WHOLE result as attention_split_kv returned it, the same on every rank; an f32 out is the
+// most exact (delta = rowsum(dout ⊙ out) cancels). dout shaped like out (f32 or the inputs'
+// dtype), the same on every rank: out is replicated, so the loss must be computed alike on
+// every rank. grads (f32 or the inputs' dtype): dq [B, Hq, Lq, D], the whole problem's and
+// the same bits on every rank; dk [B, Hkv, n_r, D] and dv [B, Hkv, n_r, Dv], this shard's.
+// dmask is not supported (an error).
+//
+// With the whole out and lse, each rank's attention_backward over its shard gives its exact
+// dk, dv and its keys' share of dq; the shares are all-gathered and added in f32 in rank order
+// 0, 1, ..., P-1 on every rank (memory: P shares of dq per rank).
+//
+// Errors: as attention_split_kv. The ranks agree collectively on the arguments (everything
+// except mask and num_threads must match, and the dtypes of out, dout, dq, dk and dv too);
+// bad arguments on any rank make EVERY rank throw xattn::Error naming the argument and the
+// rank(s), with no gradient written. A rank that never calls: as attention_split_kv.
+void attention_split_kv_backward(const TensorView& q, const TensorView& k_shard,
+                                 const TensorView& v_shard, const TensorView& out,
+                                 const TensorView& lse, const TensorView& dout,
+                                 const AttentionParams& params, MPI_Comm comm,
+                                 const AttentionGradients& grads);
+
 // For a binding whose own checks failed on this rank before it could make the arguments (a
 // wrong type, say): takes part in the collective checks of the call the other ranks make (any
 // call here: each begins with the same all-gather of every rank's verdict) as a rank that

@@ -3,6 +3,8 @@
     from mpi4py import MPI
     import xattn.dist
     out = xattn.dist.attention_split_kv(q, k_shard, v_shard, MPI.COMM_WORLD, causal=True)
+    out, lse = xattn.dist.attention_split_kv(q, k_shard, v_shard, return_lse=True)
+    dq, dk, dv = xattn.dist.attention_split_kv_backward(q, k_shard, v_shard, out, lse, dout)
     out, lse = xattn.dist.ring_attention(q, k, v, MPI.COMM_WORLD, causal=True, layout="zigzag")
     dq, dk, dv = xattn.dist.ring_attention_backward(q, k, v, out, lse, dout, MPI.COMM_WORLD,
                                                     causal=True, layout="zigzag")
@@ -13,7 +15,7 @@ Needs xattn built where MPI was found (its _xattn_dist extension) and mpi4py. Ru
 import numpy as np
 
 from . import _arrays as A
-from ._attention import _check_mask, _check_qkv, _params
+from ._attention import _check_kind, _check_mask, _check_qkv, _params
 
 try:
     from . import _xattn_dist
@@ -74,6 +76,48 @@ def attention_split_kv(q, k_shard, v_shard, comm=None, *, mask=None, causal=Fals
         raise
     _xattn_dist.attention_split_kv(*specs, params, handle, out_spec, lse_spec)
     return (out, lse) if return_lse else out
+
+
+def attention_split_kv_backward(q, k_shard, v_shard, out, lse, dout, comm=None, *, mask=None,
+                                causal=False, window=None, align="top_left", scale=None,
+                                softcap=0.0, kv_lens=None, q_lens=None, diagonal_offset=0,
+                                num_threads=0, bf16_probabilities=False):
+    """Gradients of attention_split_kv: given its q, k_shard, v_shard and keywords, the out and
+    lse it returned (the whole result, the same on every rank; float32 out is the most exact)
+    and dout, the loss's gradient with respect to out (the same on every rank: out is
+    replicated, so compute the loss alike everywhere), returns (dq, dk, dv) in q's dtype:
+    dq [B, Hq, Lq, D] the whole problem's, with the same bits on every rank; dk and dv this
+    rank's shard's. The mask gets no gradient. Every rank must call it; errors as
+    attention_split_kv."""
+    handle = _comm_handle(comm)
+    try:
+        kind = _check_qkv(q, k_shard, v_shard)
+        _check_given(kind, (out, "out"), (lse, "lse"), (dout, "dout"))
+        _check_4d(kind, (q, "q"), (k_shard, "k_shard"), (v_shard, "v_shard"), (out, "out"),
+                  (dout, "dout"))
+        _check_mask(kind, mask)
+        params = _params(mask, causal, window, align, scale, softcap, kv_lens, q_lens,
+                         num_threads, bf16_probabilities, diagonal_offset)
+        grads = [A.empty(kind, x.shape, q.dtype) for x in (q, k_shard, v_shard)]
+        specs = [A.spec(x, arg) for x, arg in ((q, "q"), (k_shard, "k_shard"),
+                                               (v_shard, "v_shard"), (out, "out"), (lse, "lse"),
+                                               (dout, "dout"))]
+        grad_specs = [A.spec(g, arg) for g, arg in zip(grads, ("dq", "dk", "dv"))]
+    except (TypeError, ValueError) as e:
+        _reject(handle, e)
+        raise
+    _xattn_dist.attention_split_kv_backward(*specs, params, handle, *grad_specs)
+    return tuple(grads)
+
+
+def _check_given(kind, *arrays):
+    """The forward's results and dout: arrays like q's, of a dtype the binding can take (a
+    failure inside the binding would leave the other ranks waiting)."""
+    for x, arg in arrays:
+        if x is None:
+            raise ValueError(f"{arg}: is required, got None")
+        _check_kind(kind, x, arg, "q")
+        A.check_dtype(x, arg, A.FLOAT_DTYPES)
 
 
 def _reject(handle, e):

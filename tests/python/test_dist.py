@@ -1,5 +1,5 @@
-"""xattn.dist over mpi4py: dist_split_kv_worker.py and dist_ring_worker.py run by 2 and 3
-processes under mpirun."""
+"""xattn.dist over mpi4py: dist_split_kv_worker.py (attention_split_kv and its backward) and
+dist_ring_worker.py run by 2 and 3 processes under mpirun."""
 
 import os
 import shutil
@@ -20,6 +20,7 @@ except ImportError:
     pytest.skip("xattn built without MPI", allow_module_level=True)
 
 HERE = Path(__file__).resolve().parent
+SPLIT_KV_BACKWARD_CHECKS = 7  # dist_split_kv_worker.py: 5 gradient cases, 2 bad inputs
 
 
 @pytest.mark.parametrize("worker, ranks", [("dist_split_kv_worker.py", 2),
@@ -38,3 +39,7 @@ def test_under_mpirun(worker, ranks):
     checks = 8 if worker == "dist_split_kv_worker.py" else 12
     for r in range(ranks):
         assert f"rank {r}: {checks} checks passed" in run.stdout, run.stdout + run.stderr
+    if worker == "dist_split_kv_worker.py":  # then attention_split_kv_backward's own count
+        for r in range(ranks):
+            assert f"rank {r}: {SPLIT_KV_BACKWARD_CHECKS} backward checks passed" in run.stdout, \
+                run.stdout + run.stderr
