@@ -155,16 +155,18 @@ void ring_attention_backward(const TensorView& q, const TensorView& k, const Ten
     for (int64_t i = 0; i < dk_floats; ++i) acc[i] += sums->part_k[i];
     for (int64_t i = dk_floats; i < floats; ++i) acc[i] += sums->part_v[i - dk_floats];
     // On to the next rank; what arrives is the block this rank holds next (its own, at the end).
+    // Alone, this rank's block is its own already.
     const int next_owner = block_owner(shape.rank, s + 1, shape.size);
-    post_exchange(ring, Stream::kGradients, acc.data(), floats * 4,
-                  sums->travel[(s + 1) % 2].data(), sums->travel_floats(next_owner) * 4,
-                  gradient_transfers);
+    if (shape.size > 1)
+      post_exchange(ring, Stream::kGradients, acc.data(), floats * 4,
+                    sums->travel[(s + 1) % 2].data(), sums->travel_floats(next_owner) * 4,
+                    gradient_transfers);
     wait_all(transfers);
   }
   wait_all(gradient_transfers);
   agree_compute(ring.get(), kEntry, failure);
 
-  const float* own = sums->travel[shape.size % 2].data();
+  const float* own = sums->travel[shape.size > 1 ? shape.size % 2 : 0].data();
   store(sums->dq.data(), grads.dq);
   store(own, grads.dk);
   store(own + shape.block_elements(shape.rank, shape.D), grads.dv);
