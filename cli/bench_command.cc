@@ -184,6 +184,11 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "AVX-512 BF16 dot products for bf16: the CPU's choice (see xattn info), or forced "
                   "on or off (default auto)",
                   "auto|on|off");
+  add_text_option(bench, "--tall-tiles", o.tall_tiles,
+                  "the forward's tall query tiles (twice the rows per pass over K and V): the "
+                  "CPU's rule (where a head's K and V exceed its L2 cache; see xattn info), or "
+                  "forced on or off (default auto)",
+                  "auto|on|off");
   bench->add_flag("--profile", o.profile,
                   "also measure each kernel stage's share of the time (packing, scores, softmax, "
                   "weighted sum, finish; for --backward its stages too)");
@@ -207,11 +212,15 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
     check_writable("--json", *o.json);
   }
 
-  if (o.bf16_dot) {
-    if (*o.bf16_dot != "auto" && *o.bf16_dot != "on" && *o.bf16_dot != "off")
-      throw Error("--bf16-dot: expected auto, on or off, got '" + *o.bf16_dot + "'");
-    force_bf16_dot_products(*o.bf16_dot);
-  }
+  const auto forced = [](const char* option, const std::optional<std::string>& mode,
+                          void (*force)(const std::string&)) {
+    if (!mode) return;
+    if (*mode != "auto" && *mode != "on" && *mode != "off")
+      throw Error(std::string(option) + ": expected auto, on or off, got '" + *mode + "'");
+    force(*mode);
+  };
+  forced("--bf16-dot", o.bf16_dot, force_bf16_dot_products);
+  forced("--tall-tiles", o.tall_tiles, force_tall_query_tiles);
   const std::vector<bench::MachineLimits> limits = bench::measure_machine_limits(plan.threads);
   print_machine(os, plan, limits);
   print_table_head(os, plan);

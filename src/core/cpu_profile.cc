@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include <unistd.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
@@ -15,6 +17,9 @@ CpuProfile detect() {
   CpuProfile p;
   p.name = "unknown CPU";
   p.why_bf16 = "unknown CPU: used wherever the CPU has them";
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  if (const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE); l2 > 0) p.l2_bytes = l2;
+#endif
 #if defined(__x86_64__) || defined(__i386__)
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(0, &a, &b, &c, &d)) return p;
@@ -45,7 +50,8 @@ CpuProfile detect() {
   return p;
 }
 
-std::atomic<int> forced{static_cast<int>(Bf16Dot::kAuto)};
+std::atomic<int> forced_bf16{static_cast<int>(Forced::kAuto)};
+std::atomic<int> forced_tall{static_cast<int>(Forced::kAuto)};
 
 }  // namespace
 
@@ -54,13 +60,19 @@ const CpuProfile& cpu_profile() {
   return profile;
 }
 
-void force_bf16_dot(Bf16Dot mode) { forced.store(static_cast<int>(mode)); }
+void force_bf16_dot(Forced mode) { forced_bf16.store(static_cast<int>(mode)); }
 
-Bf16Dot forced_bf16_dot() { return static_cast<Bf16Dot>(forced.load(std::memory_order_relaxed)); }
+Forced forced_bf16_dot() { return static_cast<Forced>(forced_bf16.load(std::memory_order_relaxed)); }
 
 bool bf16_dot_wanted() {
-  const Bf16Dot mode = forced_bf16_dot();
-  return mode == Bf16Dot::kAuto ? cpu_profile().bf16_dot_pays : mode == Bf16Dot::kOn;
+  const Forced mode = forced_bf16_dot();
+  return mode == Forced::kAuto ? cpu_profile().bf16_dot_pays : mode == Forced::kOn;
+}
+
+void force_tall_items(Forced mode) { forced_tall.store(static_cast<int>(mode)); }
+
+Forced forced_tall_items() {
+  return static_cast<Forced>(forced_tall.load(std::memory_order_relaxed));
 }
 
 }  // namespace xattn::core

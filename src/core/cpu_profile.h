@@ -4,6 +4,7 @@
 // micro-architecture is one row of the table in cpu_profile.cc. Identity, not timing: the same
 // CPU always gets the same kernels, and so the same bits.
 
+#include <cstdint>
 #include <string>
 
 namespace xattn::core {
@@ -20,16 +21,26 @@ struct CpuProfile {
   // two cores), so widening bf16 to f32 is the faster way.
   bool bf16_dot_pays = true;
   std::string why_bf16;  // the reason, for `xattn info`
+  // A core's L2 cache, as the OS reports it (1 MiB, the smallest of the CPUs above, when it
+  // does not say). The forward gives a work item twice the query rows when one head's K and V
+  // outgrow it, so that each pass over them from beyond L2 serves more rows.
+  int64_t l2_bytes = int64_t{1} << 20;
 };
 
 const CpuProfile& cpu_profile();
 
-// The kernels' decision for bf16 inputs, where the CPU and the SIMD target have BF16 dot
-// products: the profile's, unless forced (tests cover both paths on any CPU; benchmarks
-// compare them).
-enum class Bf16Dot { kAuto, kOn, kOff };
-void force_bf16_dot(Bf16Dot mode);
-Bf16Dot forced_bf16_dot();
+// A kernel choice the profile makes, unless forced (tests cover every path on any CPU;
+// benchmarks compare them).
+enum class Forced { kAuto, kOn, kOff };
+
+// bf16 inputs: AVX-512 BF16 dot products, where the CPU and the SIMD target have them.
+void force_bf16_dot(Forced mode);
+Forced forced_bf16_dot();
 bool bf16_dot_wanted();
+
+// The forward's tall work items (twice the query rows per pass over K and V): the profile's
+// rule is "when one head's K and V exceed l2_bytes".
+void force_tall_items(Forced mode);
+Forced forced_tall_items();
 
 }  // namespace xattn::core

@@ -34,15 +34,27 @@ bool bf16_dot_products() {
 std::string bf16_dot_reason() {
   if (!kernels::dispatched_bf16_dot_available())
     return "the CPU or the SIMD target in use has no AVX-512 BF16";
-  if (core::forced_bf16_dot() != core::Bf16Dot::kAuto) return "forced";
+  if (core::forced_bf16_dot() != core::Forced::kAuto) return "forced";
   return core::cpu_profile().why_bf16;
 }
 
+namespace {
+
+core::Forced parse_forced(const char* function, const std::string& mode) {
+  if (mode == "auto") return core::Forced::kAuto;
+  if (mode == "on") return core::Forced::kOn;
+  if (mode == "off") return core::Forced::kOff;
+  throw Error(std::string(function) + ": mode must be 'auto', 'on' or 'off', got '" + mode + "'");
+}
+
+}  // namespace
+
 void force_bf16_dot_products(const std::string& mode) {
-  if (mode == "auto") return core::force_bf16_dot(core::Bf16Dot::kAuto);
-  if (mode == "on") return core::force_bf16_dot(core::Bf16Dot::kOn);
-  if (mode == "off") return core::force_bf16_dot(core::Bf16Dot::kOff);
-  throw Error("force_bf16_dot_products: mode must be 'auto', 'on' or 'off', got '" + mode + "'");
+  core::force_bf16_dot(parse_forced("force_bf16_dot_products", mode));
+}
+
+void force_tall_query_tiles(const std::string& mode) {
+  core::force_tall_items(parse_forced("force_tall_query_tiles", mode));
 }
 
 std::vector<std::string> available_simd_targets() {

@@ -37,6 +37,27 @@ TEST(AttentionProperty, RandomConfigurationsMatchOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
+// Tall query tiles (twice the rows per pass over K and V) are the CPU's choice for long K/V;
+// forced on, every case of the random suite runs them, on every target.
+TEST(AttentionProperty, TallQueryTilesMatchOracleOnEveryTarget) {
+  force_tall_query_tiles("on");
+  std::mt19937_64 rng(20261207);
+  int failures = 0;
+  for (int n = 0; n < kCases / 4; ++n) {
+    const RandomCase c = random_case(rng);
+    const reference::Result want = reference::attention(c.ref);
+    for (const std::string& target : available_simd_targets()) {
+      TargetScope scope(target);
+      const Check check = compare(c, run_xattn(c), want);
+      if (check.worst_ratio > 1.0 && ++failures <= 10)
+        ADD_FAILURE() << "case " << n << " on " << target << " with tall tiles: " << c.describe()
+                      << "\n  " << check.where << " (error/tolerance = " << check.worst_ratio << ")";
+    }
+  }
+  force_tall_query_tiles("auto");
+  EXPECT_EQ(failures, 0);
+}
+
 // The CPU's profile picks one of the two bf16 paths (AVX-512 BF16 dot products, or widening to
 // f32); the other must be as right, since another CPU runs it.
 TEST(AttentionProperty, BothBf16PathsMatchOracle) {
