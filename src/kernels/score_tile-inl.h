@@ -62,11 +62,25 @@ HWY_INLINE void online_softmax_tile(float* HWY_RESTRICT st, int64_t br, int64_t 
   const hn::ScalableTag<float> df;
   const size_t N = hn::Lanes(df);
   const auto neg_inf = hn::Set(df, -__builtin_inff());
+  // The tile's maxima, all row vectors in one pass and kUnroll keys a step: at least four
+  // independent chains of max, whose latency a single chain per row vector would pay per key.
+  constexpr int kUnroll = kRowVecs >= 4 ? 1 : 4 / kRowVecs;
+  hn::Vec<decltype(df)> tile_max[kUnroll][kRowVecs];
+  for (auto& chain : tile_max)
+    for (auto& x : chain) x = neg_inf;
+  int64_t k0 = 0;
+  for (; k0 + kUnroll <= nk; k0 += kUnroll)
+    for (int u = 0; u < kUnroll; ++u)
+      for (int r = 0; r < kRowVecs; ++r)
+        tile_max[u][r] = hn::Max(tile_max[u][r], hn::Load(df, st + (k0 + u) * br + r * N));
+  for (; k0 < nk; ++k0)
+    for (int r = 0; r < kRowVecs; ++r)
+      tile_max[0][r] = hn::Max(tile_max[0][r], hn::Load(df, st + k0 * br + r * N));
+  for (int u = 1; u < kUnroll; ++u)
+    for (int r = 0; r < kRowVecs; ++r) tile_max[0][r] = hn::Max(tile_max[0][r], tile_max[u][r]);
   for (int r = 0; r < kRowVecs; ++r) {
-    auto tile_max = neg_inf;
-    for (int64_t k = 0; k < nk; ++k) tile_max = hn::Max(tile_max, hn::Load(df, st + k * br + r * N));
     const auto m_old = hn::Load(df, m + r * N);
-    const auto m_new = hn::Max(m_old, tile_max);
+    const auto m_new = hn::Max(m_old, tile_max[0][r]);
     const auto base = hn::IfThenZeroElse(hn::Eq(m_new, neg_inf), m_new);
     auto sum = hn::Zero(df);
     for (int64_t k = 0; k < nk; ++k) {
