@@ -160,13 +160,18 @@ struct RowTiles {
     tile_floats = br * (3 * D + 2 * Dv + 2);
     if (tiles * tile_floats > capacity)
       capacity = tiles * tile_floats, data = hwy::AllocateAligned<float>(capacity);
-    std::fill(data.get(), data.get() + tiles * tile_floats, 0.0f);
     row_h.assign(tiles * br, 0), row_i.assign(tiles * br, 0);
     range.assign(tiles * br, KeyRange{});
     tile.assign(tiles, Tile{});
     for (int64_t t = 0; t < tiles; ++t) {
       Tile& info = tile[t];
       info.every = {0, seq.kv_len}, info.some = {seq.kv_len, 0};
+      // Zeros where nothing below writes: dQᵀ's sums, and Qᵀ's and dOᵀ's padding dims (the
+      // rows' own zeros are written with them). Not the whole tile: with few keys, zeroing
+      // every tile of a head cost as much as the packing itself.
+      std::fill_n(dqt(t), D * br, 0.0f);
+      std::fill(qt(t) + p.head_dim * br, qt(t) + D * br, 0.0f);
+      std::fill(dot(t) + p.value_dim * br, dot(t) + Dv * br, 0.0f);
       for (int64_t x = 0; x < br; ++x) {
         const int64_t r = t * br + x, i = r / G, h = hk * G + r % G;
         KeyRange seen;
@@ -177,18 +182,22 @@ struct RowTiles {
         }
         range[r] = seen;
         info.every = {std::max(info.every.lo, seen.lo), std::min(info.every.hi, seen.hi)};
+        float *q = qs(t) + x * D, *dout = dos(t) + x * Dv;
         if (seen.empty()) {
           info.every = {};
+          std::fill_n(q, D, 0.0f), std::fill_n(dout, Dv, 0.0f);
+          base(t)[x] = delta(t)[x] = 0.0f;
           continue;
         }
         info.some = {std::min(info.some.lo, seen.lo), std::max(info.some.hi, seen.hi)};
         const int64_t l = seq.q_start + i;
-        float *q = qs(t) + x * D, *dout = dos(t) + x * Dv;
         convert_row(core::element_ptr(p.q.data, p.q.dtype, p.q.offset(b, h, l, 0)), p.q.dtype,
                     p.q.stride[3], p.head_dim, q);
         for (int64_t d = 0; d < p.head_dim; ++d) q[d] *= p.scale;
+        std::fill(q + p.head_dim, q + D, 0.0f);
         convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
                     bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout);
+        std::fill(dout + p.value_dim, dout + Dv, 0.0f);
         info.finite &= all_finite(q, D, 1, p.head_dim) && all_finite(dout, Dv, 1, p.value_dim);
         base(t)[x] = lse_of(p, b, h, i);
         delta(t)[x] = deltas[(b * p.heads_q + h) * p.max_q_rows + i];
