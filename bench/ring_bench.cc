@@ -163,7 +163,10 @@ int main(int argc, char** argv) {
     MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     const double mib = 1.0 / (1 << 20);
     const double kv_block = static_cast<double>(B * H * n * 2 * D);  // elements of K and V
-    const double fwd_theory = (size - 1) * kv_block * 4, bwd_theory = fwd_theory + size * kv_block * 4;
+    // Backward: the K/V blocks again, and each block's f32 dK/dV passed on P times (not at all
+    // by a rank alone, which keeps its own).
+    const double fwd_theory = (size - 1) * kv_block * 4;
+    const double bwd_theory = fwd_theory + (size > 1 ? size : 0) * kv_block * 4;
     if (rank == 0)
       std::printf("| %lld | %lld | %.1f | %.1f | %.0f | %.2f | %.2f | %.2f | %.2f |\n",
                   static_cast<long long>(L), static_cast<long long>(n), fwd.first, bwd.first, peak,
