@@ -4,51 +4,30 @@
 #include <string>
 
 #include "dist/agreement.h"
+#include "dist/call_fields.h"
 #include "dist/views.h"
 #include "xattn/error.h"
 
 namespace xattn::dist {
 namespace {
 
-// The output dtypes that must match: out and lse in the forward; out, dout, dq, dk, dv in the
-// backward (-1 where an entry has no such argument).
-struct Dtypes {
-  int64_t out = -1, lse = -1, dout = -1, dq = -1, dk = -1, dv = -1;
-};
-
-constexpr FieldName kFields[] = {
+constexpr std::array<FieldName, 5> kShapeFields = {{
     {"q", "B (batch)", false},
     {"q", "Hq (query heads)", false},
     {"q", "D (head dim)", false},
     {"k", "Hkv (key/value heads)", false},
     {"v", "Dv (value dim)", false},
-    {"q", "dtype", false},
-    {"out", "dtype", false},
-    {"lse", "presence", false},
-    {"dout", "dtype", false},
-    {"dq", "dtype", false},
-    {"dk", "dtype", false},
-    {"dv", "dtype", false},
-    {"scale", "presence", false},
-    {"scale", "value's bits", false},
-    {"softcap", "value's bits", false},
-    {"causal", "value", false},
-    {"align", "value", false},
-    {"window", "left", false},
-    {"window", "right", false},
-    {"diagonal_offset", "value", false},
-    {"kv_lens", "length", false},
-    {"kv_lens", "list", true},
-    {"q_lens", "length", false},
-    {"q_lens", "list", true},
+}};
+constexpr std::array<FieldName, 2> kRingFields = {{
     {"mask", "presence", false},
-    {"bf16_probabilities", "value", false},
     {"layout", "value", false},
-};
-static_assert(std::size(kFields) <= kMaxFields);
+}};
+constexpr auto kFields = join_fields(join_fields(kShapeFields, kCallFields), kRingFields);
+static_assert(kFields.size() <= kMaxFields);
 
+// The values of kFields, in order; sizes only where the views have the rank to hold them.
 void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const TensorView& v,
-                 const AttentionParams& p, RingLayout layout, const Dtypes& t) {
+                 const AttentionParams& p, RingLayout layout, const OutputDtypes& t) {
   int64_t* x = r.values;
   const bool q4 = q.rank() == 4, k4 = k.rank() == 4, v4 = v.rank() == 4;
   *x++ = q4 ? q.size(0) : -1;
@@ -56,27 +35,8 @@ void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const 
   *x++ = q4 ? q.size(3) : -1;
   *x++ = k4 ? k.size(1) : -1;
   *x++ = v4 ? v.size(3) : -1;
-  *x++ = static_cast<int64_t>(q.dtype);
-  *x++ = t.out;
-  *x++ = t.lse;
-  *x++ = t.dout;
-  *x++ = t.dq;
-  *x++ = t.dk;
-  *x++ = t.dv;
-  *x++ = p.scale.has_value();
-  *x++ = p.scale ? float_bits(*p.scale) : 0;
-  *x++ = float_bits(p.softcap);
-  *x++ = p.causal;
-  *x++ = static_cast<int64_t>(p.align);
-  *x++ = p.window.left;
-  *x++ = p.window.right;
-  *x++ = p.diagonal_offset;
-  *x++ = static_cast<int64_t>(p.kv_lens.size());
-  *x++ = list_digest(p.kv_lens);
-  *x++ = static_cast<int64_t>(p.q_lens.size());
-  *x++ = list_digest(p.q_lens);
+  x = fill_call_fields(x, q.dtype, p, t);
   *x++ = p.mask.present();
-  *x++ = p.bf16_probabilities;
   *x++ = static_cast<int64_t>(layout);
 }
 
@@ -147,10 +107,7 @@ RingShape agree_ring_forward(const TensorView& q, const TensorView& k, const Ten
   } catch (const Error& e) {
     mine.fail(e.what());
   }
-  Dtypes t;
-  t.out = static_cast<int64_t>(outputs.out.dtype);
-  t.lse = outputs.lse.present();
-  fill_fields(mine, q, k, v, params, layout, t);
+  fill_fields(mine, q, k, v, params, layout, forward_dtypes(outputs));
   return conclude(comm, kEntry, mine, q, k, v, layout, rank, size);
 }
 
@@ -171,14 +128,7 @@ RingShape agree_ring_backward(const TensorView& q, const TensorView& k, const Te
   } catch (const Error& e) {
     mine.fail(e.what());
   }
-  Dtypes t;
-  t.out = static_cast<int64_t>(out.dtype);
-  t.lse = lse.present();
-  t.dout = static_cast<int64_t>(dout.dtype);
-  t.dq = static_cast<int64_t>(grads.dq.dtype);
-  t.dk = static_cast<int64_t>(grads.dk.dtype);
-  t.dv = static_cast<int64_t>(grads.dv.dtype);
-  fill_fields(mine, q, k, v, params, layout, t);
+  fill_fields(mine, q, k, v, params, layout, backward_dtypes(out, lse, dout, grads));
   return conclude(comm, kEntry, mine, q, k, v, layout, rank, size);
 }
 

@@ -5,50 +5,26 @@
 #include <vector>
 
 #include "dist/agreement.h"
+#include "dist/call_fields.h"
 #include "xattn/error.h"
 
 namespace xattn::dist {
 namespace {
 
-// The dtypes (and lse's presence) that must match besides q's: out and lse in both entries;
-// dout, dq, dk and dv in the backward (-1 in the forward, alike on every rank).
-struct Dtypes {
-  int64_t out = -1, lse = -1, dout = -1, dq = -1, dk = -1, dv = -1;
-};
-
-constexpr FieldName kFields[] = {
+constexpr std::array<FieldName, 6> kShapeFields = {{
     {"q", "B (batch)", false},
     {"q", "Hq (query heads)", false},
     {"q", "Lq (query rows)", false},
     {"q", "D (head dim)", false},
     {"k_shard", "Hkv (key/value heads)", false},
     {"v_shard", "Dv (value dim)", false},
-    {"q", "dtype", false},
-    {"out", "dtype", false},
-    {"lse", "presence", false},
-    {"dout", "dtype", false},
-    {"dq", "dtype", false},
-    {"dk", "dtype", false},
-    {"dv", "dtype", false},
-    {"scale", "presence", false},
-    {"scale", "value's bits", false},
-    {"softcap", "value's bits", false},
-    {"causal", "value", false},
-    {"align", "value", false},
-    {"window", "left", false},
-    {"window", "right", false},
-    {"diagonal_offset", "value", false},
-    {"kv_lens", "length", false},
-    {"kv_lens", "list", true},
-    {"q_lens", "length", false},
-    {"q_lens", "list", true},
-    {"bf16_probabilities", "value", false},
-};
-static_assert(std::size(kFields) <= kMaxFields);
+}};
+constexpr auto kFields = join_fields(kShapeFields, kCallFields);
+static_assert(kFields.size() <= kMaxFields);
 
 // The values of kFields, in order; sizes only where the views have the rank to hold them.
 void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const TensorView& v,
-                 const AttentionParams& p, const Dtypes& t) {
+                 const AttentionParams& p, const OutputDtypes& t) {
   int64_t* x = r.values;
   const bool q4 = q.rank() == 4, k4 = k.rank() == 4, v4 = v.rank() == 4;
   *x++ = q4 ? q.size(0) : -1;
@@ -57,21 +33,7 @@ void fill_fields(RankReport& r, const TensorView& q, const TensorView& k, const 
   *x++ = q4 ? q.size(3) : -1;
   *x++ = k4 ? k.size(1) : -1;
   *x++ = v4 ? v.size(3) : -1;
-  *x++ = static_cast<int64_t>(q.dtype);
-  for (int64_t d : {t.out, t.lse, t.dout, t.dq, t.dk, t.dv}) *x++ = d;
-  *x++ = p.scale.has_value();
-  *x++ = p.scale ? float_bits(*p.scale) : 0;
-  *x++ = float_bits(p.softcap);
-  *x++ = p.causal;
-  *x++ = static_cast<int64_t>(p.align);
-  *x++ = p.window.left;
-  *x++ = p.window.right;
-  *x++ = p.diagonal_offset;
-  *x++ = static_cast<int64_t>(p.kv_lens.size());
-  *x++ = list_digest(p.kv_lens);
-  *x++ = static_cast<int64_t>(p.q_lens.size());
-  *x++ = list_digest(p.q_lens);
-  *x++ = p.bf16_probabilities;
+  fill_call_fields(x, q.dtype, p, t);
 }
 
 // What a rank checks alone: the whole problem's diagonal and kv_lens wait for the shards'
@@ -134,10 +96,7 @@ SplitKvPlace agree_split_kv_forward(const TensorView& q, const TensorView& k_sha
   } catch (const Error& e) {
     mine.fail(shard_names(e.what()));
   }
-  Dtypes t;
-  t.out = static_cast<int64_t>(outputs.out.dtype);
-  t.lse = outputs.lse.present();
-  fill_fields(mine, q, k_shard, v_shard, params, t);
+  fill_fields(mine, q, k_shard, v_shard, params, forward_dtypes(outputs));
   return conclude(comm, kEntry, mine, rank, size);
 }
 
@@ -161,14 +120,7 @@ SplitKvPlace agree_split_kv_backward(const TensorView& q, const TensorView& k_sh
   } catch (const Error& e) {
     mine.fail(shard_names(e.what()));
   }
-  Dtypes t;
-  t.out = static_cast<int64_t>(out.dtype);
-  t.lse = lse.present();
-  t.dout = static_cast<int64_t>(dout.dtype);
-  t.dq = static_cast<int64_t>(grads.dq.dtype);
-  t.dk = static_cast<int64_t>(grads.dk.dtype);
-  t.dv = static_cast<int64_t>(grads.dv.dtype);
-  fill_fields(mine, q, k_shard, v_shard, params, t);
+  fill_fields(mine, q, k_shard, v_shard, params, backward_dtypes(out, lse, dout, grads));
   return conclude(comm, kEntry, mine, rank, size);
 }
 
