@@ -374,11 +374,25 @@ def test_f16_numpy_near_its_largest_value():
 
 # --- The GIL and threads -------------------------------------------------------------------------
 
-def _runs_without_the_gil(call):
-    """Whether a second Python thread executes bytecode while `call` (0.1 s or more) runs in
-    another. Only the middle half of each call counts: around a call's start and end the
-    interpreter may switch threads at a bytecode boundary (every 5 ms) even if the call itself
-    held the GIL throughout, which would leave no stamp in the middle."""
+def _long_call(make):
+    """`make(scale)` returns a call whose work grows with scale; the first scale (doubling from 1)
+    at which one call takes 0.2 s or more, so that the check below can tell on a CPU of any speed."""
+    scale = 1
+    while True:
+        call = make(scale)
+        start = time.perf_counter()
+        call()
+        if time.perf_counter() - start >= 0.2 or scale >= 256:
+            return call
+        scale *= 2
+
+
+def _runs_without_the_gil(make):
+    """Whether a second Python thread executes bytecode while a call (0.2 s or more, see
+    _long_call) runs in another. Only the middle half of each call counts: around a call's start
+    and end the interpreter may switch threads at a bytecode boundary (every 5 ms) even if the call
+    itself held the GIL throughout, which would leave no stamp in the middle."""
+    call = _long_call(make)
     windows = []
 
     def worker():
@@ -403,21 +417,32 @@ def _runs_without_the_gil(call):
 
 def test_the_gil_is_released_during_compute():
     # A C loop that holds the GIL throughout: the check must tell.
-    assert not _runs_without_the_gil(lambda: sum(range(20_000_000)))
-    q, k, v = randn(1, 2, 4096, 64), randn(1, 2, 4096, 64, seed=1), randn(1, 2, 4096, 64, seed=2)
-    assert _runs_without_the_gil(lambda: xattn.attention(q, k, v, num_threads=1))
-    qg, kg, vg = (x[:, :, :2048].clone().requires_grad_() for x in (q, k, v))
+    assert not _runs_without_the_gil(lambda s: lambda: sum(range(10_000_000 * s)))
+    # Work grows with the batch: each call below is one C++ call however large the scale.
+    def qkv(scale, length):
+        return (randn(scale, 2, length, 64, seed=i) for i in range(3))
 
-    def backward():
-        xattn.attention(qg, kg, vg, num_threads=1).sum().backward()
+    def forward(s):
+        q, k, v = qkv(s, 2048)
+        return lambda: xattn.attention(q, k, v, num_threads=1)
+    assert _runs_without_the_gil(forward)
+
+    def backward(s):
+        q, k, v = (x.requires_grad_() for x in qkv(s, 1024))
+        return lambda: xattn.attention(q, k, v, num_threads=1).sum().backward()
     assert _runs_without_the_gil(backward)
-    packed = randn(8192, 2, 64)
-    cu = [0, 4096, 8192]
-    assert _runs_without_the_gil(lambda: xattn.attention_varlen(packed, packed, packed, cu, cu,
-                                                                num_threads=1))
-    layer = MultiheadAttention(256, 4, batch_first=True)
-    x = randn(1, 4096, 256)
-    assert _runs_without_the_gil(lambda: layer(x, x, x, need_weights=False, num_threads=1))
+
+    def varlen(s):
+        packed = randn(4096 * s, 2, 64)
+        cu = [4096 * i for i in range(s + 1)]
+        return lambda: xattn.attention_varlen(packed, packed, packed, cu, cu, num_threads=1)
+    assert _runs_without_the_gil(varlen)
+
+    def layer_call(s):
+        layer = MultiheadAttention(256, 4, batch_first=True)
+        x = randn(s, 2048, 256)
+        return lambda: layer(x, x, x, need_weights=False, num_threads=1)
+    assert _runs_without_the_gil(layer_call)
 
 
 def test_concurrent_calls_from_python_threads_match_sequential_results():
