@@ -4,9 +4,9 @@
 //   ds = p·(dp - delta)·softcap'(s),  delta_i = dout_i·out_i
 //   dv_j = Σ_i p_ij·dout_i,  dk_j = scale·Σ_i ds_ij·q_i,  dq_i = scale·Σ_j ds_ij·k_j
 //
-// The query rows of each (sequence, kv head), flattened r = i·G + g, are packed once into tiles
-// of Br rows (RowTiles): Qᵀ and dOᵀ with the rows in the vector lanes, as the forward keeps
-// them, and Q and dO in their natural layout. Every (tile, block of keys) pair is then five
+// The query rows of each (sequence, kv head), flattened r = i·G + g, are packed into tiles of
+// Br rows (RowTiles): Qᵀ and dOᵀ with the rows in the vector lanes, as the forward keeps them,
+// and Q and dO in their natural layout. Every (tile, block of keys) pair is then five
 // register-blocked products (the forward's qk_tile for Sᵀ and dPᵀ, broadcast_tile for the
 // rest), with the probabilities recomputed in between (tile_pair):
 //   Sᵀ = K·Qᵀ,  dPᵀ = V·dOᵀ,  [P, dS from Sᵀ, dPᵀ],  dV += Pᵀ·dO,  dK += dSᵀ·Q,  dQᵀ += Kᵀ·dSᵀ
@@ -14,8 +14,11 @@
 // the head dimension in the lanes instead (qk_block), and keep dQ in the natural layout.
 // Each gradient has one writer and sums in a fixed order, so there are no atomics and the bits
 // are the same for any thread count:
-//   one kv head per thread when there are enough of them: the key blocks in order, each over
-//   the tiles in order (dK, dV of the block), dQᵀ of every tile accumulating across the blocks;
+//   one kv head per thread when there are enough of them, in one of two loop orders that add
+//   every sum in the same order (dK, dV of a block over the tiles in order; dQᵀ of a tile over
+//   the blocks in order), so they give the same bits: the key blocks outside, each over every
+//   tile packed up front; or, when the head's keys take less room than its rows and fit in L2,
+//   the tiles outside, each packed as it comes and run over every key block;
 //   otherwise two passes over the same pairs in the same orders: per key block (dK, dV), and
 //   per tile (dQ).
 // Memory is linear in the sequence lengths: the packed rows and one block's scratch.
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "core/convert.h"
+#include "core/cpu_profile.h"
 #include "core/parallel.h"
 #include "core/problem.h"
 #include "core/profile.h"
@@ -73,30 +77,16 @@ void store_row(const float* src, const Operand& t, int64_t b, int64_t h, int64_t
                   t.stride[3]);
 }
 
-// delta[b][h][i] = dout·out for every row (0 for rows that see nothing).
-std::vector<float> row_deltas(const BackwardProblem& bp, int threads) {
-  Scope scope(profile::kBwdPack);
-  const Problem& p = bp.fwd;
-  const int64_t rows = p.max_q_rows, Dv = p.value_dim;
-  std::vector<float> delta(p.batch * p.heads_q * rows, 0.0f);
-  core::parallel_for(p.batch * p.heads_q, threads, [&](int64_t bh) {
-    const int64_t b = bh / p.heads_q, h = bh % p.heads_q;
-    const core::Sequence& seq = p.sequences[b];
-    float* buf = reinterpret_cast<float*>(
-        core::ScratchArena::for_this_thread().bytes(2 * padded(Dv) * sizeof(float)));
-    float *o = buf, *d = buf + padded(Dv);
-    for (int64_t i = 0; i < seq.q_len; ++i) {
-      const int64_t l = seq.q_start + i;
-      convert_row(core::element_ptr(p.out.data, p.out.dtype, p.out.offset(b, h, l, 0)),
-                  p.out.dtype, p.out.stride[3], Dv, o);
-      convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
-                  bp.dout.dtype, bp.dout.stride[3], Dv, d);
-      double sum = 0;  // tiny next to the rest; double keeps delta as exact as out allows
-      for (int64_t e = 0; e < Dv; ++e) sum += static_cast<double>(o[e]) * d[e];
-      delta[bh * rows + i] = static_cast<float>(sum);
-    }
-  });
-  return delta;
+// delta = dout·out of a row, in double (each product is exact in it, so delta is as exact as
+// out allows), over four sums in a fixed order: one chain of dependent adds cost as much as
+// packing the row.
+float row_delta(const float* out, const float* dout, int64_t n) {
+  double sum[4] = {0, 0, 0, 0};
+  int64_t e = 0;
+  for (; e + 4 <= n; e += 4)
+    for (int j = 0; j < 4; ++j) sum[j] += static_cast<double>(out[e + j]) * dout[e + j];
+  for (; e < n; ++e) sum[0] += static_cast<double>(out[e]) * dout[e];
+  return static_cast<float>((sum[0] + sum[1]) + (sum[2] + sum[3]));
 }
 
 // Writes sum over `copies` dense row-major arrays (in order) into the view of the same shape.
@@ -115,9 +105,10 @@ void store_dense(const std::vector<float>& acc, int copies, int64_t size,
   }
 }
 
-// The query rows of one (sequence, kv head), packed in tiles of br rows. Rows that see nothing
-// (past q_len, an empty range, lse = -inf) and the padding of the last tile have zero q, dout
-// and delta, an empty range and base 0, so a tile holding one is never interior.
+// The query rows of one (sequence, kv head), packed in tiles of br rows: every tile up front, or
+// one at a time into the same storage. Rows that see nothing (past q_len, an empty range, lse =
+// -inf) and the padding of the last tile have zero q, dout and delta, an empty range and base 0,
+// so a tile holding one is never interior.
 struct RowTiles {
   int64_t b = 0, hk = 0, rows = 0, br = 0, tiles = 0;
   int64_t D = 0, Dv = 0;  // padded to whole vectors
@@ -126,6 +117,7 @@ struct RowTiles {
   // head dimension in the lanes (qk_block), and dQ is kept in the natural layout [br][D].
   bool few = false;
   int64_t tile_floats = 0;
+  int64_t tile_step = 0;  // from one tile's storage to the next: tile_floats, or 0 (one at a time)
   // Per tile: qt [D][br], dot [Dv][br], qs [br][D], dos [br][Dv], dqt [D][br], base [br],
   // delta [br]; aligned to whole vectors, kept (and grown) across calls.
   hwy::AlignedFreeUniquePtr<float[]> data;
@@ -137,8 +129,9 @@ struct RowTiles {
     bool finite = true;    // q and dout rows hold only finite values
   };
   std::vector<Tile> tile;
+  std::vector<float> out_row;  // a row of out as f32, when it is not
 
-  float* qt(int64_t t) { return data.get() + t * tile_floats; }
+  float* qt(int64_t t) { return data.get() + t * tile_step; }
   float* dot(int64_t t) { return qt(t) + D * br; }
   float* qs(int64_t t) { return dot(t) + Dv * br; }
   float* dos(int64_t t) { return qs(t) + br * D; }
@@ -146,72 +139,86 @@ struct RowTiles {
   float* base(int64_t t) { return dqt(t) + D * br; }
   float* delta(int64_t t) { return base(t) + br; }
 
-  void pack(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b_,
-            int64_t hk_) {
-    Scope scope(profile::kBwdPack);
-    const Problem& p = bp.fwd;
-    const core::Sequence& seq = p.sequences[b_];
-    const int64_t G = p.group_size(), N = lanes();
-    b = b_, hk = hk_, rows = seq.q_rows * G;
+  // The tiles of (b_, hk_)'s rows and storage for every tile, or for one at a time.
+  void plan(const Problem& p, int64_t b_, int64_t hk_, bool one_at_a_time) {
+    const int64_t N = lanes();
+    b = b_, hk = hk_, rows = p.sequences[b].q_rows * p.group_size();
     br = rows <= N ? N : rows <= 2 * N ? 2 * N : 4 * N;
     tiles = (rows + br - 1) / br;
     few = 2 * rows <= N;
     D = padded(p.head_dim), Dv = padded(p.value_dim);
     tile_floats = br * (3 * D + 2 * Dv + 2);
-    if (tiles * tile_floats > capacity)
-      capacity = tiles * tile_floats, data = hwy::AllocateAligned<float>(capacity);
+    tile_step = one_at_a_time ? 0 : tile_floats;
+    const int64_t floats = one_at_a_time ? tile_floats : tiles * tile_floats;
+    if (floats > capacity) capacity = floats, data = hwy::AllocateAligned<float>(capacity);
     row_h.assign(tiles * br, 0), row_i.assign(tiles * br, 0);
     range.assign(tiles * br, KeyRange{});
     tile.assign(tiles, Tile{});
-    for (int64_t t = 0; t < tiles; ++t) {
-      Tile& info = tile[t];
-      info.every = {0, seq.kv_len}, info.some = {seq.kv_len, 0};
-      // Zeros where nothing below writes: dQᵀ's sums, and Qᵀ's and dOᵀ's padding dims (the
-      // rows' own zeros are written with them). Not the whole tile: with few keys, zeroing
-      // every tile of a head cost as much as the packing itself.
-      std::fill_n(dqt(t), D * br, 0.0f);
-      std::fill(qt(t) + p.head_dim * br, qt(t) + D * br, 0.0f);
-      std::fill(dot(t) + p.value_dim * br, dot(t) + Dv * br, 0.0f);
-      for (int64_t x = 0; x < br; ++x) {
-        const int64_t r = t * br + x, i = r / G, h = hk * G + r % G;
-        KeyRange seen;
-        if (r < rows) {
-          row_h[r] = h, row_i[r] = i;
-          seen = core::visible_keys(p, seq, i);
-          if (!seen.empty() && lse_of(p, b, h, i) == -__builtin_inff()) seen = {};  // saw nothing
-        }
-        range[r] = seen;
-        info.every = {std::max(info.every.lo, seen.lo), std::min(info.every.hi, seen.hi)};
-        float *q = qs(t) + x * D, *dout = dos(t) + x * Dv;
-        if (seen.empty()) {
-          info.every = {};
-          std::fill_n(q, D, 0.0f), std::fill_n(dout, Dv, 0.0f);
-          base(t)[x] = delta(t)[x] = 0.0f;
-          continue;
-        }
-        info.some = {std::min(info.some.lo, seen.lo), std::max(info.some.hi, seen.hi)};
-        const int64_t l = seq.q_start + i;
-        convert_row(core::element_ptr(p.q.data, p.q.dtype, p.q.offset(b, h, l, 0)), p.q.dtype,
-                    p.q.stride[3], p.head_dim, q);
-        for (int64_t d = 0; d < p.head_dim; ++d) q[d] *= p.scale;
-        std::fill(q + p.head_dim, q + D, 0.0f);
-        convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
-                    bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout);
-        std::fill(dout + p.value_dim, dout + Dv, 0.0f);
-        info.finite &= all_finite(q, D, 1, p.head_dim) && all_finite(dout, Dv, 1, p.value_dim);
-        base(t)[x] = lse_of(p, b, h, i);
-        delta(t)[x] = deltas[(b * p.heads_q + h) * p.max_q_rows + i];
+    out_row.resize(Dv);
+  }
+
+  // Every tile, up front.
+  void pack(const BackwardProblem& bp, int64_t b_, int64_t hk_) {
+    plan(bp.fwd, b_, hk_, false);
+    for (int64_t t = 0; t < tiles; ++t) pack_tile(bp, t);
+  }
+
+  // Tile t's rows into its slot, and what they see into tile[t] and range.
+  void pack_tile(const BackwardProblem& bp, int64_t t) {
+    Scope scope(profile::kBwdPack);
+    const Problem& p = bp.fwd;
+    const core::Sequence& seq = p.sequences[b];
+    const int64_t G = p.group_size(), N = lanes();
+    Tile& info = tile[t];
+    info.every = {0, seq.kv_len}, info.some = {seq.kv_len, 0};
+    // Zeros where nothing below writes: dQᵀ's sums, and Qᵀ's and dOᵀ's padding dims (the
+    // rows' own zeros are written with them). Not the whole tile: with few keys, zeroing
+    // every tile of a head cost as much as the packing itself.
+    std::fill_n(dqt(t), D * br, 0.0f);
+    std::fill(qt(t) + p.head_dim * br, qt(t) + D * br, 0.0f);
+    std::fill(dot(t) + p.value_dim * br, dot(t) + Dv * br, 0.0f);
+    for (int64_t x = 0; x < br; ++x) {
+      const int64_t r = t * br + x, i = r / G, h = hk * G + r % G;
+      KeyRange seen;
+      if (r < rows) {
+        row_h[r] = h, row_i[r] = i;
+        seen = core::visible_keys(p, seq, i);
+        if (!seen.empty() && lse_of(p, b, h, i) == -__builtin_inff()) seen = {};  // saw nothing
       }
-      // Qᵀ and dOᵀ from the rows, a vector of rows at a time (padding rows are zeros).
-      const float* rows[kMaxLanes];
-      for (int64_t x0 = 0; x0 < br; x0 += N) {
-        for (int64_t r = 0; r < N; ++r) rows[r] = qs(t) + (x0 + r) * D;
-        for (int64_t d0 = 0; d0 < p.head_dim; d0 += N)
-          pack_transposed(rows, N, d0, std::min(N, p.head_dim - d0), 1.0f, qt(t) + d0 * br + x0, br);
-        for (int64_t r = 0; r < N; ++r) rows[r] = dos(t) + (x0 + r) * Dv;
-        for (int64_t e0 = 0; e0 < p.value_dim; e0 += N)
-          pack_transposed(rows, N, e0, std::min(N, p.value_dim - e0), 1.0f, dot(t) + e0 * br + x0, br);
+      range[r] = seen;
+      info.every = {std::max(info.every.lo, seen.lo), std::min(info.every.hi, seen.hi)};
+      float *q = qs(t) + x * D, *dout = dos(t) + x * Dv;
+      if (seen.empty()) {
+        info.every = {};
+        std::fill_n(q, D, 0.0f), std::fill_n(dout, Dv, 0.0f);
+        base(t)[x] = delta(t)[x] = 0.0f;
+        continue;
       }
+      info.some = {std::min(info.some.lo, seen.lo), std::max(info.some.hi, seen.hi)};
+      const int64_t l = seq.q_start + i;
+      convert_row(core::element_ptr(p.q.data, p.q.dtype, p.q.offset(b, h, l, 0)), p.q.dtype,
+                  p.q.stride[3], p.head_dim, q);
+      for (int64_t d = 0; d < p.head_dim; ++d) q[d] *= p.scale;
+      std::fill(q + p.head_dim, q + D, 0.0f);
+      convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
+                  bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout);
+      std::fill(dout + p.value_dim, dout + Dv, 0.0f);
+      info.finite &= all_finite(q, D, 1, p.head_dim) && all_finite(dout, Dv, 1, p.value_dim);
+      base(t)[x] = lse_of(p, b, h, i);
+      const float* out = operand_rows(p.out, b, h, l, p.value_dim, 1, out_row.data(), false).data;
+      delta(t)[x] = row_delta(out, dout, p.value_dim);
+    }
+    // Qᵀ and dOᵀ from the rows, a vector of rows at a time (padding rows are zeros).
+    const float* row_of[kMaxLanes];
+    for (int64_t x0 = 0; x0 < br; x0 += N) {
+      for (int64_t r = 0; r < N; ++r) row_of[r] = qs(t) + (x0 + r) * D;
+      for (int64_t d0 = 0; d0 < p.head_dim; d0 += N)
+        pack_transposed(row_of, N, d0, std::min(N, p.head_dim - d0), 1.0f, qt(t) + d0 * br + x0,
+                        br);
+      for (int64_t r = 0; r < N; ++r) row_of[r] = dos(t) + (x0 + r) * Dv;
+      for (int64_t e0 = 0; e0 < p.value_dim; e0 += N)
+        pack_transposed(row_of, N, e0, std::min(N, p.value_dim - e0), 1.0f, dot(t) + e0 * br + x0,
+                        br);
     }
   }
 
@@ -253,6 +260,11 @@ struct KeyBlock {
   float *dk = nullptr, *dv = nullptr;  // [nk][D'], [nk][Dv']
 };
 
+// Where a key block converts K and V to f32 rows (when they are not) and sums dK and dV.
+struct BlockBuffers {
+  float *k, *v, *dk, *dv;  // [kKeyBlock][D'], [kKeyBlock][Dv'] each
+};
+
 // A thread's scratch for one tile pair, sized for br rows and a block of keys.
 struct PairScratch {
   float *st, *dpt, *slope, *mask_t, *lo, *hi, *row_buf, *kbuf, *vbuf, *dk, *dv, *sums;
@@ -265,6 +277,7 @@ struct PairScratch {
     vbuf = c.take<float>(K * Dv), dk = c.take<float>(K * D), dv = c.take<float>(K * Dv);
     sums = c.take<float>(8 * lanes());
   }
+  BlockBuffers block_buffers() const { return {kbuf, vbuf, dk, dv}; }
   static PairScratch for_this_thread(const Problem& p, int64_t br) {
     PairScratch s;
     core::Carver measure(nullptr);
@@ -275,15 +288,15 @@ struct PairScratch {
   }
 };
 
-KeyBlock load_block(const Problem& p, const RowTiles& rt, int64_t c0, const PairScratch& s,
+KeyBlock load_block(const Problem& p, const RowTiles& rt, int64_t c0, const BlockBuffers& s,
                     bool with_sums) {
   const int64_t b = rt.b, hk = rt.hk;
   KeyBlock kb;
   kb.c0 = c0, kb.nk = std::min(kKeyBlock, p.sequences[b].kv_len - c0);
   // The few-rows layout loads their rows as vectors; the others only broadcast from them.
   const int64_t l0 = p.sequences[b].kv_start + c0;
-  const Rows k = operand_rows(p.k, b, hk, l0, p.head_dim, kb.nk, s.kbuf, rt.few);
-  const Rows v = operand_rows(p.v, b, hk, l0, p.value_dim, kb.nk, s.vbuf, rt.few);
+  const Rows k = operand_rows(p.k, b, hk, l0, p.head_dim, kb.nk, s.k, rt.few);
+  const Rows v = operand_rows(p.v, b, hk, l0, p.value_dim, kb.nk, s.v, rt.few);
   kb.k = k.data, kb.ldk = k.ld, kb.v = v.data, kb.ldv = v.ld;
   kb.finite = all_finite(kb.k, kb.ldk, kb.nk, p.head_dim) &&
               all_finite(kb.v, kb.ldv, kb.nk, p.value_dim);
@@ -483,23 +496,74 @@ void with_row_vecs(int64_t br, const Fn& fn) {
   else fn(std::integral_constant<int, 4>());
 }
 
-// Every gradient of one (sequence, kv head), on one thread.
-void head(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b, int64_t hk,
-          float* dmask) {
+// Whether a head's tiles go outside its key blocks: when its keys (K, V, and their gradient
+// sums in f32) take less room than its packed query rows and a quarter of L2 at most, so that
+// they stay in cache while each tile, packed as it comes, runs over all of them. The other order
+// re-reads every packed tile once per key block: for sd-unet-xattn (4096 rows, 77 keys) 4 MB a
+// head, from beyond L2, twice.
+bool tiles_outside(const Problem& p, int64_t b) {
+  const int64_t D = padded(p.head_dim), Dv = padded(p.value_dim);
+  const int64_t rows = p.sequences[b].q_rows * p.group_size();
+  const int64_t key_bytes = p.sequences[b].kv_len * 2 * (D + Dv) * int64_t{sizeof(float)};
+  const int64_t row_bytes = rows * (3 * D + 2 * Dv + 2) * int64_t{sizeof(float)};
+  return key_bytes < row_bytes && 4 * key_bytes <= core::cpu_profile().l2_bytes;
+}
+
+// Every key block of a head, loaded once with buffers of its own (tiles outside).
+struct HeadKeys {
+  std::vector<KeyBlock> blocks;
+  hwy::AlignedFreeUniquePtr<float[]> data;
+  int64_t capacity = 0;
+
+  void load(const Problem& p, const RowTiles& rt) {
+    const int64_t n = (p.sequences[rt.b].kv_len + kKeyBlock - 1) / kKeyBlock;
+    const int64_t block_floats = 2 * kKeyBlock * (rt.D + rt.Dv);
+    if (n * block_floats > capacity)
+      capacity = n * block_floats, data = hwy::AllocateAligned<float>(capacity);
+    blocks.clear();
+    for (int64_t j = 0; j < n; ++j) {
+      float* k = data.get() + j * block_floats;
+      float* v = k + kKeyBlock * rt.D;
+      float* dk = v + kKeyBlock * rt.Dv;
+      blocks.push_back(load_block(p, rt, j * kKeyBlock, {k, v, dk, dk + kKeyBlock * rt.D}, true));
+    }
+  }
+};
+
+// Every gradient of one (sequence, kv head), on one thread, in either loop order (see the file
+// comment): the same pairs, the same bits.
+void head(const BackwardProblem& bp, int64_t b, int64_t hk, float* dmask) {
   const Problem& p = bp.fwd;
   thread_local RowTiles rt;  // reused across items and calls
-  rt.pack(bp, deltas, b, hk);
+  const bool by_tile = tiles_outside(p, b);
+  rt.plan(p, b, hk, by_tile);
   const PairScratch s = PairScratch::for_this_thread(p, rt.br);
-  with_row_vecs(rt.br, [&](auto vecs) {
-    for (int64_t c0 = 0; c0 < p.sequences[b].kv_len; c0 += kKeyBlock) {
-      const KeyBlock kb = load_block(p, rt, c0, s, true);
-      for (int64_t t = 0; t < rt.tiles; ++t)
-        tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {true, true, dmask});
-      store_block(bp, b, hk, kb);
-    }
-  });
+  const Want want{true, true, dmask};
+  if (by_tile) {
+    thread_local HeadKeys keys;
+    keys.load(p, rt);
+    with_row_vecs(rt.br, [&](auto vecs) {
+      for (int64_t t = 0; t < rt.tiles; ++t) {
+        rt.pack_tile(bp, t);
+        for (const KeyBlock& kb : keys.blocks)
+          tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, want);
+        rt.store_dq(bp, t, s.kbuf);
+      }
+    });
+    for (const KeyBlock& kb : keys.blocks) store_block(bp, b, hk, kb);
+  } else {
+    for (int64_t t = 0; t < rt.tiles; ++t) rt.pack_tile(bp, t);
+    with_row_vecs(rt.br, [&](auto vecs) {
+      for (int64_t c0 = 0; c0 < p.sequences[b].kv_len; c0 += kKeyBlock) {
+        const KeyBlock kb = load_block(p, rt, c0, s.block_buffers(), true);
+        for (int64_t t = 0; t < rt.tiles; ++t)
+          tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, want);
+        store_block(bp, b, hk, kb);
+      }
+    });
+    for (int64_t t = 0; t < rt.tiles; ++t) rt.store_dq(bp, t, s.kbuf);
+  }
   zero_unseen_keys(bp, b, hk, s.row_buf);
-  for (int64_t t = 0; t < rt.tiles; ++t) rt.store_dq(bp, t, s.kbuf);
 }
 
 }  // namespace
@@ -507,7 +571,6 @@ void head(const BackwardProblem& bp, const std::vector<float>& deltas, int64_t b
 void Backward(const BackwardProblem& bp) {
   const Problem& p = bp.fwd;
   const int threads = core::resolve_threads(p.num_threads);
-  const std::vector<float> delta = row_deltas(bp, threads);
 
   // The mask gradient. When no two rows share a mask row, every element has one writer (the
   // item owning the row); when the mask broadcasts over b, h or i, each thread sums into its own
@@ -520,7 +583,7 @@ void Backward(const BackwardProblem& bp) {
 
   // Enough kv heads to keep the threads busy: one per thread at a time.
   if (heads >= threads) {
-    auto item = [&](int64_t n, int t) { head(bp, delta, n / p.heads_kv, n % p.heads_kv, dmask_of(t)); };
+    auto item = [&](int64_t n, int t) { head(bp, n / p.heads_kv, n % p.heads_kv, dmask_of(t)); };
     if (shared) core::parallel_for_static(heads, threads, item);
     else core::parallel_for(heads, threads, [&](int64_t n) { item(n, 0); });
     if (dmask) store_dense(acc, copies, bp.dmask_size, bp.dmask_view);
@@ -530,7 +593,7 @@ void Backward(const BackwardProblem& bp) {
   // dV), then per tile (dQ and the mask gradient).
   std::vector<RowTiles> all(heads);
   core::parallel_for(heads, threads,
-                     [&](int64_t n) { all[n].pack(bp, delta, n / p.heads_kv, n % p.heads_kv); });
+                     [&](int64_t n) { all[n].pack(bp, n / p.heads_kv, n % p.heads_kv); });
   struct Item {
     int64_t head, index;
   };
@@ -543,7 +606,7 @@ void Backward(const BackwardProblem& bp) {
   core::parallel_for(static_cast<int64_t>(blocks.size()), threads, [&](int64_t i) {
     RowTiles& rt = all[blocks[i].head];
     const PairScratch s = PairScratch::for_this_thread(p, rt.br);
-    const KeyBlock kb = load_block(p, rt, blocks[i].index, s, true);
+    const KeyBlock kb = load_block(p, rt, blocks[i].index, s.block_buffers(), true);
     with_row_vecs(rt.br, [&](auto vecs) {
       for (int64_t t = 0; t < rt.tiles; ++t)
         tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {true, false, nullptr});
@@ -556,7 +619,7 @@ void Backward(const BackwardProblem& bp) {
     const PairScratch s = PairScratch::for_this_thread(p, rt.br);
     with_row_vecs(rt.br, [&](auto vecs) {
       for (int64_t c0 = 0; c0 < p.sequences[rt.b].kv_len; c0 += kKeyBlock) {
-        const KeyBlock kb = load_block(p, rt, c0, s, false);
+        const KeyBlock kb = load_block(p, rt, c0, s.block_buffers(), false);
         tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {false, true, dmask_of(thread)});
       }
     });
