@@ -77,16 +77,21 @@ void store_row(const float* src, const Operand& t, int64_t b, int64_t h, int64_t
                   t.stride[3]);
 }
 
-// delta = dout·out of a row, in double (each product is exact in it, so delta is as exact as
-// out allows), over four sums in a fixed order: one chain of dependent adds cost as much as
-// packing the row.
+// delta = dout·out of a row, in double: each product is exact in it, so delta is as exact as
+// out allows. A vector of sums (a fixed order for each SIMD target), not one chain of dependent
+// adds, which cost as much as packing the row.
 float row_delta(const float* out, const float* dout, int64_t n) {
-  double sum[4] = {0, 0, 0, 0};
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const int64_t M = static_cast<int64_t>(hn::Lanes(dd));
+  auto sums = hn::Zero(dd);
   int64_t e = 0;
-  for (; e + 4 <= n; e += 4)
-    for (int j = 0; j < 4; ++j) sum[j] += static_cast<double>(out[e + j]) * dout[e + j];
-  for (; e < n; ++e) sum[0] += static_cast<double>(out[e]) * dout[e];
-  return static_cast<float>((sum[0] + sum[1]) + (sum[2] + sum[3]));
+  for (; e + M <= n; e += M)
+    sums = hn::MulAdd(hn::PromoteTo(dd, hn::LoadU(df, out + e)),
+                      hn::PromoteTo(dd, hn::LoadU(df, dout + e)), sums);
+  double sum = hn::GetLane(hn::SumOfLanes(dd, sums));
+  for (; e < n; ++e) sum += static_cast<double>(out[e]) * dout[e];
+  return static_cast<float>(sum);
 }
 
 // Writes sum over `copies` dense row-major arrays (in order) into the view of the same shape.
@@ -103,6 +108,25 @@ void store_dense(const std::vector<float>& acc, int copies, int64_t size,
     }
     core::store_row(&sum, 1, core::element_ptr(view.data, view.dtype, offset), view.dtype, 1);
   }
+}
+
+// Row l of t times `scale` into dst as whole vectors, zeros past width; f32 rows in one pass
+// (a copy, then vector loads of what its last stores wrote, made store forwarding fail).
+void padded_row(const Operand& t, int64_t b, int64_t h, int64_t l, int64_t width, float scale,
+                float* dst) {
+  const DF df;
+  const int64_t N = lanes();
+  const float* src = operand_rows(t, b, h, l, width, 1, dst, false).data;  // or converted in dst
+  const VF s = hn::Set(df, scale);
+  int64_t i = 0;
+  for (; i + N <= width; i += N) hn::StoreU(hn::Mul(s, hn::LoadU(df, src + i)), df, dst + i);
+  if (i == width) return;
+#if HWY_MEM_OPS_MIGHT_FAULT
+  for (; i < width; ++i) dst[i] = scale * src[i];
+  std::fill(dst + width, dst + padded(width), 0.0f);
+#else
+  hn::StoreU(hn::Mul(s, hn::MaskedLoad(hn::FirstN(df, width - i), df, src + i)), df, dst + i);
+#endif
 }
 
 // The query rows of one (sequence, kv head), packed in tiles of br rows: every tile up front, or
@@ -196,13 +220,8 @@ struct RowTiles {
       }
       info.some = {std::min(info.some.lo, seen.lo), std::max(info.some.hi, seen.hi)};
       const int64_t l = seq.q_start + i;
-      convert_row(core::element_ptr(p.q.data, p.q.dtype, p.q.offset(b, h, l, 0)), p.q.dtype,
-                  p.q.stride[3], p.head_dim, q);
-      for (int64_t d = 0; d < p.head_dim; ++d) q[d] *= p.scale;
-      std::fill(q + p.head_dim, q + D, 0.0f);
-      convert_row(core::element_ptr(bp.dout.data, bp.dout.dtype, bp.dout.offset(b, h, l, 0)),
-                  bp.dout.dtype, bp.dout.stride[3], p.value_dim, dout);
-      std::fill(dout + p.value_dim, dout + Dv, 0.0f);
+      padded_row(p.q, b, h, l, p.head_dim, p.scale, q);
+      padded_row(bp.dout, b, h, l, p.value_dim, 1.0f, dout);
       info.finite &= all_finite(q, D, 1, p.head_dim) && all_finite(dout, Dv, 1, p.value_dim);
       base(t)[x] = lse_of(p, b, h, i);
       const float* out = operand_rows(p.out, b, h, l, p.value_dim, 1, out_row.data(), false).data;
