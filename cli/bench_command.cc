@@ -185,9 +185,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "on or off (default auto)",
                   "auto|on|off");
   add_text_option(bench, "--tall-tiles", o.tall_tiles,
-                  "the forward's tall query tiles (twice the rows per pass over K and V): the "
-                  "CPU's rule (where a head's K and V exceed its L2 cache; see xattn info), or "
-                  "forced on or off (default auto)",
+                  "the forward's tall query tiles (twice the rows per pass over K and V), run "
+                  "together over chunks of keys that fit in L2: the CPU's rule (where a head's K "
+                  "and V exceed its L2 cache; see xattn info), or forced on or off (default auto)",
                   "auto|on|off");
   bench->add_flag("--profile", o.profile,
                   "also measure each kernel stage's share of the time (packing, scores, softmax, "

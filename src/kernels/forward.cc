@@ -1,6 +1,7 @@
 // The tiled, single-pass forward (FlashAttention-2 style), compiled once per SIMD target.
 //
-//   for each work item (sequence, kv head, block of query rows of all G heads in the group):
+//   for each work item (sequence, kv head, block of query rows of all G heads in the group;
+//   where K and V outgrow L2, a run of a head's items over chunks of keys, run_items):
 //     for each key tile the rows can see (for_each_tile):
 //       S = Q·Kᵀ → softcap → masks (boundary tiles only) → online softmax → acc += P·V
 //     finalize: out = acc / l, lse = m + log l   (or store the partial state of a key split)
@@ -45,28 +46,35 @@ using core::profile::Scope;
 namespace profile = core::profile;
 
 // Query rows per work item, in vectors: 4, or kMaxRowVecs when one kv head's K and V outgrow
-// the L2 cache. Then every item streams them from beyond L2, and twice the rows per pass halve
-// that traffic (perceiver-encode, 8 MB of K/V per head: 0.95x the time on an Intel Xeon);
-// otherwise the larger score tile (128 rows x 128 keys, 64 KB) only spills L1 (whisper-prefill:
-// 1.12x the time). The micro-kernels keep blocks of 4 vectors either way.
+// the L2 cache. Then twice the rows per pass over them from beyond L2 halve that traffic where
+// a head's items cannot run together (perceiver-encode, 8 MB of K/V per head: 0.92x the time on
+// an Intel Xeon, before they could); otherwise the larger score tile (128 rows x 128 keys,
+// 64 KB) only spills L1 (whisper-prefill: 1.12x the time). The micro-kernels keep blocks of 4
+// vectors either way.
 constexpr int kRowVecs = 4;
 constexpr int kMaxRowVecs = 8;
 
-int64_t row_vecs_per_item(const Problem& p) {
+// Whether one kv head's K and V outgrow the L2 cache (or the tests and benchmarks say so): then
+// items are tall, and those of a head run together (run_items).
+bool keys_beyond_l2(const Problem& p) {
   const core::Forced forced = core::forced_tall_items();
-  if (forced != core::Forced::kAuto) return forced == core::Forced::kOn ? kMaxRowVecs : kRowVecs;
+  if (forced != core::Forced::kAuto) return forced == core::Forced::kOn;
   int64_t keys = 0;
   for (const core::Sequence& s : p.sequences) keys = std::max(keys, s.kv_len);
   const int64_t kv_bytes = keys * (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
-  return kv_bytes > core::cpu_profile().l2_bytes ? kMaxRowVecs : kRowVecs;
+  return kv_bytes > core::cpu_profile().l2_bytes;
 }
 
-// The online-softmax pass over this item's keys, in the layout `Tiles`; leaves m, l and the
-// accumulator in the item state.
+int64_t row_vecs_per_item(const Problem& p) { return keys_beyond_l2(p) ? kMaxRowVecs : kRowVecs; }
+
+// The online-softmax pass over the item's keys in [k0, k1), in the layout `Tiles`; leaves m, l
+// and the accumulator in the item state. k0 - w.key_begin is a whole number of key tiles, so
+// that the item's keys go in the same tiles however they are cut.
 template <class Tiles>
-void accumulate(ItemState& s, const WorkItem& w) {
-  Tiles::begin(s);
-  for_each_tile(s, w, [&](int64_t c0, int64_t nk, TileKind kind) {
+void accumulate(ItemState& s, const WorkItem& w, int64_t k0, int64_t k1) {
+  WorkItem part = w;
+  part.key_begin = k0, part.key_end = k1;
+  for_each_tile(s, part, [&](int64_t c0, int64_t nk, TileKind kind) {
     {
       Scope scope(profile::kScores);
       Tiles::scores(s, c0, nk, kind);
@@ -148,16 +156,19 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, core::Sof
   store_finished_row(p, s, r, st, out_buf, false, stats);
 }
 
+// The item's state with its queries packed, ready for its keys.
 template <class Tiles>
-void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials,
-              RowStats& stats) {
-  ItemState s;
-  {
-    Scope scope(profile::kPackQueries);
-    setup_item(p, w, Tiles::padded_rows(), s);
-    Tiles::pack_queries(s);
-  }
-  accumulate<Tiles>(s, w);
+void start_item(const Problem& p, const WorkItem& w, ItemState& s, core::ScratchArena& arena) {
+  Scope scope(profile::kPackQueries);
+  setup_item(p, w, Tiles::padded_rows(), s, arena);
+  Tiles::pack_queries(s);
+  Tiles::begin(s);
+}
+
+// Stores the item's results (or its partial state, for a key split).
+template <class Tiles>
+void finish_item(const Problem& p, const WorkItem& w, const ItemState& s,
+                 const PartialStates& partials, RowStats& stats) {
   Scope scope(profile::kFinish);
   const int64_t Dv = p.value_dim, N = lanes();
   float factor[kMaxLanes];
@@ -198,6 +209,60 @@ void run_item(const Problem& p, const WorkItem& w, const PartialStates& partials
       store_finished_row(p, s, r0 + r, st, rows[r], in_place, stats);
     }
   }
+}
+
+// Items that run together: the row blocks of one kv head over the same keys, whose K and V
+// outgrow L2. Run one after the other, each would stream them from beyond L2; here the keys go
+// in chunks that fit in half of it, each through every item before the next chunk
+// (perceiver-encode: 0.95x the time on an Intel Xeon; chunks of a quarter of L2 or all of it
+// were 1.03-1.05x slower than half). Every row meets the same tiles in the same order as in an
+// item alone, so the bits are the same.
+constexpr int kMaxItemsPerRun = 8;
+
+int64_t keys_per_chunk(const Problem& p) {
+  // Forced on, every tile is a chunk: the most cuts, for the tests.
+  if (core::forced_tall_items() == core::Forced::kOn) return kKeysPerTile;
+  const int64_t key_bytes = (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
+  const int64_t tiles = core::cpu_profile().l2_bytes / 2 / (key_bytes * kKeysPerTile);
+  return std::max<int64_t>(tiles, 1) * kKeysPerTile;
+}
+
+template <class Tiles>
+void run_items(const Problem& p, const WorkItem* items, int64_t n, const PartialStates& partials,
+               RowStats& stats) {
+  thread_local core::ScratchArena arenas[kMaxItemsPerRun];
+  ItemState states[kMaxItemsPerRun];
+  for (int64_t j = 0; j < n; ++j) start_item<Tiles>(p, items[j], states[j], arenas[j]);
+  const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
+  for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
+    for (int64_t j = 0; j < n; ++j)
+      accumulate<Tiles>(states[j], items[j], k0, std::min(k0 + chunk, items[j].key_end));
+  for (int64_t j = 0; j < n; ++j) finish_item<Tiles>(p, items[j], states[j], partials, stats);
+}
+
+// Runs of plan.items to run together (see run_items): begin and count. Only where one kv head's
+// K and V exceed L2, and never so few runs that threads would idle.
+struct ItemRun {
+  int64_t begin, count;
+};
+std::vector<ItemRun> item_runs(const Problem& p, const core::WorkPlan& plan, int threads) {
+  const auto n = static_cast<int64_t>(plan.items.size());
+  const int64_t most =
+      keys_beyond_l2(p) ? std::clamp<int64_t>(n / (2 * int64_t{threads}), 1, kMaxItemsPerRun) : 1;
+  auto together = [](const WorkItem& a, const WorkItem& b) {
+    return a.seq == b.seq && a.kv_head == b.kv_head && a.key_begin == b.key_begin &&
+           a.key_end == b.key_end && a.num_splits == 1 && b.num_splits == 1 &&
+           a.row_end - a.row_begin == b.row_end - b.row_begin;
+  };
+  std::vector<ItemRun> runs;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!runs.empty() && runs.back().count < most &&
+        together(plan.items[runs.back().begin], plan.items[i]))
+      ++runs.back().count;
+    else
+      runs.push_back({i, 1});
+  }
+  return runs;
 }
 
 // Merges a split row tile's partial states in split order, then stores the results.
@@ -313,9 +378,12 @@ void Forward(const Problem& p) {
   std::vector<float> partial_buffer(plan.partial_slots * tile.rows * (p.value_dim + 2));
   const PartialStates partials{partial_buffer.data(), tile.rows, p.value_dim};
   zero_inactive_rows(p);
-  core::parallel_for(static_cast<int64_t>(plan.items.size()), threads, [&](int64_t i) {
-    const WorkItem& w = plan.items[i];
-    with_tiles(w, [&](auto tiles) { run_item<decltype(tiles)>(p, w, partials, stats); });
+  const std::vector<ItemRun> runs = item_runs(p, plan, threads);
+  core::parallel_for(static_cast<int64_t>(runs.size()), threads, [&](int64_t i) {
+    const WorkItem* items = &plan.items[runs[i].begin];
+    with_tiles(items[0], [&](auto tiles) {
+      run_items<decltype(tiles)>(p, items, runs[i].count, partials, stats);
+    });
   });
   core::parallel_for(static_cast<int64_t>(plan.merges.size()), threads,
                      [&](int64_t i) { merge_splits(p, plan.merges[i], partials, stats); });
@@ -348,7 +416,9 @@ std::string ForwardTiles() {
   const int64_t N = lanes();
   return "forward " + std::to_string(kRowVecs * N) + " query rows (" +
          std::to_string(kMaxRowVecs * N) + " when a head's K and V exceed the L2 cache of " +
-         std::to_string(core::cpu_profile().l2_bytes >> 10) + " KiB) x " +
+         std::to_string(core::cpu_profile().l2_bytes >> 10) + " KiB, up to " +
+         std::to_string(kMaxItemsPerRun) + " such tiles of a head run together over " +
+         std::to_string(core::cpu_profile().l2_bytes >> 11) + " KiB of keys at a time) x " +
          std::to_string(kKeysPerTile) + " keys per tile, products in " +
          std::to_string(kRowVecs) + "x" + std::to_string(columns_per_block<kRowVecs>()) +
          " blocks of " + std::to_string(N) + "-lane vectors (decoder steps: head dimension in " +

@@ -65,8 +65,10 @@ struct ItemState {
   }
 };
 
+// The item's state, in `arena` (items run together each need their own).
 inline void setup_item(const core::Problem& p, const core::WorkItem& w, int64_t br,
-                       ItemState& s) {
+                       ItemState& s,
+                       core::ScratchArena& arena = core::ScratchArena::for_this_thread()) {
   s.p = &p;
   s.seq = &p.sequences[w.seq];
   s.b = w.seq;
@@ -78,7 +80,7 @@ inline void setup_item(const core::Problem& p, const core::WorkItem& w, int64_t 
   s.bf16_pv = s.bf16_dot && p.bf16_probabilities && p.v.stride[3] == 1;
   core::Carver measure(nullptr);
   s.carve(measure);
-  core::Carver carver(core::ScratchArena::for_this_thread().bytes(measure.used()));
+  core::Carver carver(arena.bytes(measure.used()));
   s.carve(carver);
   const int64_t G = p.group_size();
   s.inter_lo = 0;

@@ -58,6 +58,51 @@ TEST(AttentionProperty, TallQueryTilesMatchOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
+// Where K and V outgrow L2, the items of a kv head run together over chunks of keys (forced on
+// here: chunks of one key tile). Every row meets the same tiles in the same order as in an item
+// run alone, so one thread (runs of several items) and sixteen (an item each) give the same
+// bits, and both match the oracle. Cases of the random suite, grown to several row blocks of a
+// head and several key tiles.
+TEST(AttentionProperty, ItemsRunTogetherMatchOracleAndGiveTheSameBits) {
+  force_tall_query_tiles("on");
+  std::mt19937_64 rng(20261208);
+  int failures = 0, cases = 0;
+  while (cases < 16) {
+    RandomCase c = random_case(rng);
+    if (c.mask_kind != RandomCase::MaskKind::kNone) continue;  // the mask has the old shape
+    reference::Problem& p = c.ref;
+    p.q_len = 520 + 24 * cases, p.kv_len = 200 + 60 * (cases % 4);
+    p.head_dim = std::min<int64_t>(p.head_dim, 24);
+    p.value_dim = std::min<int64_t>(p.value_dim, 24);
+    const int64_t size = p.batch * p.heads_q * p.q_len * p.kv_len * (p.head_dim + p.value_dim);
+    if (size > 40'000'000) continue;  // keep the float64 oracle fast
+    if (c.default_scale) p.scale = 1.0 / std::sqrt(static_cast<double>(p.head_dim));
+    std::normal_distribution<double> normal(0.0, 1.0);
+    auto values = [&](int64_t n) {
+      std::vector<double> x(n);
+      for (double& v : x) v = round_to(c.dtype, normal(rng));
+      return x;
+    };
+    p.q = values(p.batch * p.heads_q * p.q_len * p.head_dim);
+    p.k = values(p.batch * p.heads_kv * p.kv_len * p.head_dim);
+    p.v = values(p.batch * p.heads_kv * p.kv_len * p.value_dim);
+    ++cases;
+    c.threads = 1;
+    const Outputs together = run_xattn(c);
+    c.threads = 16;
+    const Outputs alone = run_xattn(c);
+    const Check check = compare(c, together, reference::attention(p));
+    const bool same = together.out == alone.out && together.lse == alone.lse &&
+                      together.weights == alone.weights;
+    if ((check.worst_ratio > 1.0 || !same) && ++failures <= 10)
+      ADD_FAILURE() << "case " << cases << ": " << c.describe() << "\n  "
+                    << (same ? "" : "1 and 16 threads gave different bits; ") << check.where
+                    << " (error/tolerance = " << check.worst_ratio << ")";
+  }
+  force_tall_query_tiles("auto");
+  EXPECT_EQ(failures, 0);
+}
+
 // The CPU's profile picks one of the two bf16 paths (AVX-512 BF16 dot products, or widening to
 // f32); the other must be as right, since another CPU runs it.
 TEST(AttentionProperty, BothBf16PathsMatchOracle) {
