@@ -67,14 +67,12 @@ bool keys_beyond_l2(const Problem& p) {
 
 int64_t row_vecs_per_item(const Problem& p) { return keys_beyond_l2(p) ? kMaxRowVecs : kRowVecs; }
 
-// The online-softmax pass over the item's keys in [k0, k1), in the layout `Tiles`; leaves m, l
-// and the accumulator in the item state. k0 - w.key_begin is a whole number of key tiles, so
-// that the item's keys go in the same tiles however they are cut.
+// The online-softmax pass over an item's keys in [k0, k1), in the layout `Tiles`; leaves m, l
+// and the accumulator in the item state. k0 - the item's first key is a whole number of key
+// tiles, so that the item's keys go in the same tiles however they are cut.
 template <class Tiles>
-void accumulate(ItemState& s, const WorkItem& w, int64_t k0, int64_t k1) {
-  WorkItem part = w;
-  part.key_begin = k0, part.key_end = k1;
-  for_each_tile(s, part, [&](int64_t c0, int64_t nk, TileKind kind) {
+void accumulate(ItemState& s, int64_t k0, int64_t k1) {
+  for_each_tile(s, k0, k1, [&](int64_t c0, int64_t nk, TileKind kind) {
     {
       Scope scope(profile::kScores);
       Tiles::scores(s, c0, nk, kind);
@@ -230,13 +228,16 @@ int64_t keys_per_chunk(const Problem& p) {
 template <class Tiles>
 void run_items(const Problem& p, const WorkItem* items, int64_t n, const PartialStates& partials,
                RowStats& stats) {
+  // Thread-local, not on the stack: under ASan's detect_stack_use_after_return, locals live on a
+  // fake stack that does not keep the 64-byte alignment gcc's vector copies of them assume (a
+  // copied WorkItem faulted there).
   thread_local core::ScratchArena arenas[kMaxItemsPerRun];
-  ItemState states[kMaxItemsPerRun];
+  thread_local ItemState states[kMaxItemsPerRun];
   for (int64_t j = 0; j < n; ++j) start_item<Tiles>(p, items[j], states[j], arenas[j]);
   const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
   for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
     for (int64_t j = 0; j < n; ++j)
-      accumulate<Tiles>(states[j], items[j], k0, std::min(k0 + chunk, items[j].key_end));
+      accumulate<Tiles>(states[j], k0, std::min(k0 + chunk, items[j].key_end));
   for (int64_t j = 0; j < n; ++j) finish_item<Tiles>(p, items[j], states[j], partials, stats);
 }
 
@@ -307,7 +308,7 @@ void weights_item(const Problem& p, const WorkItem& w, const RowStats& stats) {
                       core::element_ptr(wdata, W.dtype, W.offset(s.b, h, i, c0)), W.dtype,
                       W.stride[3]);
   }
-  for_each_tile(s, w, [&](int64_t c0, int64_t nk, TileKind kind) {
+  for_each_tile(s, w.key_begin, w.key_end, [&](int64_t c0, int64_t nk, TileKind kind) {
     Tiles::scores(s, c0, nk, kind);
     Tiles::normalized_probabilities(s, nk);
     for (int64_t r = 0; r < s.rows; ++r) {

@@ -172,9 +172,9 @@ inline TileKind classify_tile(const ItemState& s, int64_t c0, int64_t c1) {
 // whose leading keys every row sees (the diagonal tile of causal attention) is cut in two, so
 // that only the keys that need masking pay for it.
 template <class Fn>
-void for_each_tile(const ItemState& s, const core::WorkItem& w, const Fn& fn) {
-  for (int64_t c0 = w.key_begin; c0 < w.key_end; c0 += kKeysPerTile) {
-    const int64_t c1 = std::min(c0 + kKeysPerTile, w.key_end);
+void for_each_tile(const ItemState& s, int64_t key_begin, int64_t key_end, const Fn& fn) {
+  for (int64_t c0 = key_begin; c0 < key_end; c0 += kKeysPerTile) {
+    const int64_t c1 = std::min(c0 + kKeysPerTile, key_end);
     const TileKind kind = classify_tile(s, c0, c1);
     if (kind == TileKind::kSkip) continue;
     const int64_t cut = s.inter_hi;
