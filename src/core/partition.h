@@ -29,7 +29,7 @@ struct WorkItem {
 };
 
 struct WorkPlan {
-  std::vector<WorkItem> items;        // most expensive first, for dynamic scheduling
+  std::vector<WorkItem> items;        // by kv head, most work first, for dynamic scheduling
   std::vector<WorkItem> merges;       // one per split row tile: merge its slots, then finalize
   int64_t partial_slots = 0;          // slots of tile.rows partial states each
   TileShape tile;
