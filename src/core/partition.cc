@@ -71,8 +71,8 @@ WorkPlan plan_work(const Problem& p, TileShape tile, int num_threads) {
   // Most work first, so that the last items to start are the short ones; but a kv head's items
   // stay together (heads in order of their work, most first), so that the K and V one item
   // leaves in cache serve the next. Sorting the items alone interleaves the heads wherever costs
-  // differ by row (causal: each item fetched its head's K and V anew from beyond L2; grouped, self-2k-d64-causal
-  // takes 0.93x the time at one thread, 0.95x at two, on an Intel Xeon).
+  // differ by row (causal: each item fetched its head's K and V anew from beyond L2; grouped,
+  // self-2k-d64-causal takes 0.93x the time at one thread, 0.95x at two, on an Intel Xeon).
   auto cost = [](const WorkItem& w) { return (w.row_end - w.row_begin) * (w.key_end - w.key_begin); };
   auto head = [&](const WorkItem& w) { return w.seq * p.heads_kv + w.kv_head; };
   std::vector<int64_t> head_cost(p.batch * p.heads_kv, 0);
