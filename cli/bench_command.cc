@@ -184,10 +184,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "AVX-512 BF16 dot products for bf16: the CPU's choice (see xattn info), or forced "
                   "on or off (default auto)",
                   "auto|on|off");
-  add_text_option(bench, "--tall-tiles", o.tall_tiles,
-                  "the forward's tall query tiles (twice the rows per pass over K and V), run "
-                  "together over chunks of keys that fit in L2: the CPU's rule (where a head's K "
-                  "and V exceed its L2 cache; see xattn info), or forced on or off (default auto)",
+  add_text_option(bench, "--key-chunks", o.key_chunks,
+                  "the forward's query tiles of a head run together over chunks of keys that fit "
+                  "in L2: the CPU's rule (where a head's K and V exceed its L2 cache; see xattn "
+                  "info), or forced on or off (default auto)",
                   "auto|on|off");
   bench->add_flag("--profile", o.profile,
                   "also measure each kernel stage's share of the time (packing, scores, softmax, "
@@ -220,7 +220,7 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
     force(*mode);
   };
   forced("--bf16-dot", o.bf16_dot, force_bf16_dot_products);
-  forced("--tall-tiles", o.tall_tiles, force_tall_query_tiles);
+  forced("--key-chunks", o.key_chunks, force_key_chunks);
   const std::vector<bench::MachineLimits> limits = bench::measure_machine_limits(plan.threads);
   print_machine(os, plan, limits);
   print_table_head(os, plan);

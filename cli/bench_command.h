@@ -19,7 +19,7 @@ namespace xattn::cli {
 struct BenchOptions {
   std::vector<std::string> shapes;
   bool causal = false;
-  std::optional<std::string> dtype, threads, runs, min_time, json, bf16_dot, tall_tiles;
+  std::optional<std::string> dtype, threads, runs, min_time, json, bf16_dot, key_chunks;
   bool no_baseline = false;
   bool backward = false;
   bool profile = false;

@@ -34,12 +34,11 @@ std::string bf16_dot_reason();
 // xattn::Error for any other mode.
 void force_bf16_dot_products(const std::string& mode);
 
-// Where one head's K and V exceed the L2 cache, the forward's query tiles are twice as tall
-// (twice the rows per pass over K and V), and the tiles of a head run together over chunks of
-// keys that fit in L2, so that K and V come from beyond it less often. Forces that choice:
-// "on" (always; chunks of one key tile, the most cuts), "off" (never), or "auto". For tests
-// and benchmarks, as force_bf16_dot_products; throws xattn::Error for any other mode.
-void force_tall_query_tiles(const std::string& mode);
+// Where one head's K and V exceed the L2 cache, the forward's query tiles of a head run together
+// over chunks of keys that fit in L2, so that K and V come from beyond it less often. Forces that
+// choice: "on" (always; chunks of one key tile, the most cuts), "off" (never), or "auto". For
+// tests and benchmarks, as force_bf16_dot_products; throws xattn::Error for any other mode.
+void force_key_chunks(const std::string& mode);
 
 // The tile shapes and register blocks of the SIMD target in use, in words (for `xattn info`).
 std::string kernel_tiles();

@@ -51,7 +51,7 @@ CpuProfile detect() {
 }
 
 std::atomic<int> forced_bf16{static_cast<int>(Forced::kAuto)};
-std::atomic<int> forced_tall{static_cast<int>(Forced::kAuto)};
+std::atomic<int> forced_chunks{static_cast<int>(Forced::kAuto)};
 
 }  // namespace
 
@@ -69,10 +69,10 @@ bool bf16_dot_wanted() {
   return mode == Forced::kAuto ? cpu_profile().bf16_dot_pays : mode == Forced::kOn;
 }
 
-void force_tall_items(Forced mode) { forced_tall.store(static_cast<int>(mode)); }
+void force_key_chunks(Forced mode) { forced_chunks.store(static_cast<int>(mode)); }
 
-Forced forced_tall_items() {
-  return static_cast<Forced>(forced_tall.load(std::memory_order_relaxed));
+Forced forced_key_chunks() {
+  return static_cast<Forced>(forced_chunks.load(std::memory_order_relaxed));
 }
 
 }  // namespace xattn::core

@@ -38,9 +38,9 @@ void force_bf16_dot(Forced mode);
 Forced forced_bf16_dot();
 bool bf16_dot_wanted();
 
-// The forward's tall work items (twice the query rows per pass over K and V): the profile's
-// rule is "when one head's K and V exceed l2_bytes".
-void force_tall_items(Forced mode);
-Forced forced_tall_items();
+// The forward's key chunks (a head's work items run together over chunks of keys): the
+// profile's rule is "when one head's K and V exceed l2_bytes".
+void force_key_chunks(Forced mode);
+Forced forced_key_chunks();
 
 }  // namespace xattn::core

@@ -53,8 +53,8 @@ void force_bf16_dot_products(const std::string& mode) {
   core::force_bf16_dot(parse_forced("force_bf16_dot_products", mode));
 }
 
-void force_tall_query_tiles(const std::string& mode) {
-  core::force_tall_items(parse_forced("force_tall_query_tiles", mode));
+void force_key_chunks(const std::string& mode) {
+  core::force_key_chunks(parse_forced("force_key_chunks", mode));
 }
 
 std::vector<std::string> available_simd_targets() {

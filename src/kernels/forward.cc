@@ -45,27 +45,22 @@ using core::WorkItem;
 using core::profile::Scope;
 namespace profile = core::profile;
 
-// Query rows per work item, in vectors: 4, or kMaxRowVecs when one kv head's K and V outgrow
-// the L2 cache. Then twice the rows per pass over them from beyond L2 halve that traffic where
-// a head's items cannot run together (perceiver-encode, 8 MB of K/V per head: 0.92x the time on
-// an Intel Xeon, before they could); otherwise the larger score tile (128 rows x 128 keys,
-// 64 KB) only spills L1 (whisper-prefill: 1.12x the time). The micro-kernels keep blocks of 4
-// vectors either way.
+// Query rows per work item, in vectors: a register block of the micro-kernels (4x6
+// accumulators with AVX-512). Items of twice the rows, for twice the rows per pass over K and V
+// where those outgrow L2, are no longer faster now that such items run together over chunks of
+// keys (run_items): perceiver-encode took 0.95x the time without them on an Intel Xeon.
 constexpr int kRowVecs = 4;
-constexpr int kMaxRowVecs = 8;
 
 // Whether one kv head's K and V outgrow the L2 cache (or the tests and benchmarks say so): then
-// items are tall, and those of a head run together (run_items).
+// the items of a head run together (run_items).
 bool keys_beyond_l2(const Problem& p) {
-  const core::Forced forced = core::forced_tall_items();
+  const core::Forced forced = core::forced_key_chunks();
   if (forced != core::Forced::kAuto) return forced == core::Forced::kOn;
   int64_t keys = 0;
   for (const core::Sequence& s : p.sequences) keys = std::max(keys, s.kv_len);
   const int64_t kv_bytes = keys * (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
   return kv_bytes > core::cpu_profile().l2_bytes;
 }
-
-int64_t row_vecs_per_item(const Problem& p) { return keys_beyond_l2(p) ? kMaxRowVecs : kRowVecs; }
 
 // The online-softmax pass over an item's keys in [k0, k1), in the layout `Tiles`; leaves m, l
 // and the accumulator in the item state. k0 - the item's first key is a whole number of key
@@ -219,7 +214,7 @@ constexpr int kMaxItemsPerRun = 8;
 
 int64_t keys_per_chunk(const Problem& p) {
   // Forced on, every tile is a chunk: the most cuts, for the tests.
-  if (core::forced_tall_items() == core::Forced::kOn) return kKeysPerTile;
+  if (core::forced_key_chunks() == core::Forced::kOn) return kKeysPerTile;
   const int64_t key_bytes = (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
   const int64_t tiles = core::cpu_profile().l2_bytes / 2 / (key_bytes * kKeysPerTile);
   return std::max<int64_t>(tiles, 1) * kKeysPerTile;
@@ -271,7 +266,7 @@ void merge_splits(const Problem& p, const WorkItem& w, const PartialStates& part
                   RowStats& stats) {
   Scope scope(profile::kFinish);
   ItemState s;
-  setup_item(p, w, kMaxRowVecs * lanes(), s);
+  setup_item(p, w, kRowVecs * lanes(), s);
   const int64_t Dv = p.value_dim;
   for (int64_t r = 0; r < s.rows; ++r) {
     core::SoftmaxState total;
@@ -351,8 +346,7 @@ void with_row_lanes(int64_t rows, const Fn& fn) {
   const int64_t vecs = (rows + lanes() - 1) / lanes();
   if (vecs <= 1) fn(RowLanes<1>());
   else if (vecs <= 2) fn(RowLanes<2>());
-  else if (vecs <= kRowVecs) fn(RowLanes<kRowVecs>());
-  else fn(RowLanes<kMaxRowVecs>());
+  else fn(RowLanes<kRowVecs>());
 }
 
 // Picks the layout for an item: rows in lanes when they fill at least half a vector, else
@@ -371,7 +365,7 @@ void with_tiles(const WorkItem& w, const Fn& fn) {
 
 void Forward(const Problem& p) {
   const int threads = core::resolve_threads(p.num_threads);
-  const core::TileShape tile{row_vecs_per_item(p) * lanes(), kKeysPerTile};
+  const core::TileShape tile{kRowVecs * lanes(), kKeysPerTile};
 
   // Everything sized by the problem is allocated before the first output is written.
   RowStats stats(p);
@@ -416,15 +410,14 @@ const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 std::string ForwardTiles() {
   const int64_t N = lanes();
-  return "forward " + std::to_string(kRowVecs * N) + " query rows (" +
-         std::to_string(kMaxRowVecs * N) + " when a head's K and V exceed the L2 cache of " +
-         std::to_string(core::cpu_profile().l2_bytes >> 10) + " KiB, up to " +
+  return "forward " + std::to_string(kRowVecs * N) + " query rows x " +
+         std::to_string(kKeysPerTile) + " keys per tile (where a head's K and V exceed the L2 " +
+         "cache of " + std::to_string(core::cpu_profile().l2_bytes >> 10) + " KiB, up to " +
          std::to_string(kMaxItemsPerRun) + " such tiles of a head run together over " +
-         std::to_string(core::cpu_profile().l2_bytes >> 11) + " KiB of keys at a time) x " +
-         std::to_string(kKeysPerTile) + " keys per tile, products in " +
-         std::to_string(kRowVecs) + "x" + std::to_string(columns_per_block<kRowVecs>()) +
-         " blocks of " + std::to_string(N) + "-lane vectors (decoder steps: head dimension in " +
-         "the lanes)";
+         std::to_string(core::cpu_profile().l2_bytes >> 11) + " KiB of keys at a time), " +
+         "products in " + std::to_string(kRowVecs) + "x" +
+         std::to_string(columns_per_block<kRowVecs>()) + " blocks of " + std::to_string(N) +
+         "-lane vectors (decoder steps: head dimension in the lanes)";
 }
 
 bool HasBf16Dot() { return kHaveBf16Dot && cpu_has_bf16_dot(); }

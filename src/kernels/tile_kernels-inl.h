@@ -108,10 +108,6 @@ HWY_INLINE void broadcast_tile(const float* HWY_RESTRICT a, int64_t lda,
   });
 }
 
-// The most row vectors one register block of the forward's products holds (4 x 6 accumulators
-// with AVX-512); taller tiles run as several blocks over the same keys.
-inline constexpr int kMaxBlockRowVecs = 4;
-
 // The forward's two products keep their own, narrower loops: the same products through
 // broadcast_tile measured 4% slower end to end (self-2k-d64 and perceiver-encode, three
 // interleaved runs on an Intel Xeon), the cost of its general addressing.
@@ -122,12 +118,6 @@ HWY_INLINE void qk_tile(const float* HWY_RESTRICT qt, int64_t br, const float* H
                         int64_t ldk, int64_t nk, int64_t head_dim, float* HWY_RESTRICT st) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  if constexpr (kRowVecs > kMaxBlockRowVecs) {  // in register blocks of kMaxBlockRowVecs
-    constexpr int kPart = kMaxBlockRowVecs;
-    for (int h = 0; h < kRowVecs / kPart; ++h)
-      qk_tile<kPart>(qt + h * kPart * N, br, k, ldk, nk, head_dim, st + h * kPart * N);
-    return;
-  }
   for_each_block<columns_per_block<kRowVecs>()>(nk, [&](auto cols, int64_t c0) {
     constexpr int kCols = decltype(cols)::value;
     VF acc[kCols][kRowVecs];
@@ -157,13 +147,6 @@ HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_R
                         int64_t nk, int64_t value_dim) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  if constexpr (kRowVecs > kMaxBlockRowVecs) {  // in register blocks of kMaxBlockRowVecs
-    constexpr int kPart = kMaxBlockRowVecs;
-    for (int h = 0; h < kRowVecs / kPart; ++h)
-      pv_tile<kPart, kSkipZero>(acct + h * kPart * N, br, alpha + h * kPart * N,
-                                pt + h * kPart * N, v, ldv, nk, value_dim);
-    return;
-  }
   for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
     constexpr int kCols = decltype(cols)::value;
     VF acc[kCols][kRowVecs];

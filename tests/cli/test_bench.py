@@ -160,7 +160,7 @@ def test_table_has_header_and_rows(smoke):
     (["--dtype", "f16"], ["--dtype", "f32, bf16, bf16p or all"]),
     (["--dtype="], ["--dtype"]),
     (["--bf16-dot", "yes"], ["--bf16-dot", "auto, on or off", "'yes'"]),
-    (["--tall-tiles", "2"], ["--tall-tiles", "auto, on or off", "'2'"]),
+    (["--key-chunks", "2"], ["--key-chunks", "auto, on or off", "'2'"]),
 ])
 def test_bad_option(run, tmp_path, args, needles):
     out = tmp_path / "out.json"

@@ -37,10 +37,10 @@ TEST(AttentionProperty, RandomConfigurationsMatchOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
-// Tall query tiles (twice the rows per pass over K and V) are the CPU's choice for long K/V;
-// forced on, every case of the random suite runs them, on every target.
-TEST(AttentionProperty, TallQueryTilesMatchOracleOnEveryTarget) {
-  force_tall_query_tiles("on");
+// Key chunks (a head's items run together over chunks of keys) are the CPU's choice for long
+// K/V; forced on, every case of the random suite runs them, on every target.
+TEST(AttentionProperty, KeyChunksMatchOracleOnEveryTarget) {
+  force_key_chunks("on");
   std::mt19937_64 rng(20261207);
   int failures = 0;
   for (int n = 0; n < kCases / 4; ++n) {
@@ -50,11 +50,11 @@ TEST(AttentionProperty, TallQueryTilesMatchOracleOnEveryTarget) {
       TargetScope scope(target);
       const Check check = compare(c, run_xattn(c), want);
       if (check.worst_ratio > 1.0 && ++failures <= 10)
-        ADD_FAILURE() << "case " << n << " on " << target << " with tall tiles: " << c.describe()
+        ADD_FAILURE() << "case " << n << " on " << target << " with key chunks: " << c.describe()
                       << "\n  " << check.where << " (error/tolerance = " << check.worst_ratio << ")";
     }
   }
-  force_tall_query_tiles("auto");
+  force_key_chunks("auto");
   EXPECT_EQ(failures, 0);
 }
 
@@ -64,7 +64,7 @@ TEST(AttentionProperty, TallQueryTilesMatchOracleOnEveryTarget) {
 // bits, and both match the oracle. Cases of the random suite, grown to several row blocks of a
 // head and several key tiles.
 TEST(AttentionProperty, ItemsRunTogetherMatchOracleAndGiveTheSameBits) {
-  force_tall_query_tiles("on");
+  force_key_chunks("on");
   std::mt19937_64 rng(20261208);
   int failures = 0, cases = 0;
   while (cases < 16) {
@@ -99,7 +99,7 @@ TEST(AttentionProperty, ItemsRunTogetherMatchOracleAndGiveTheSameBits) {
                     << (same ? "" : "1 and 16 threads gave different bits; ") << check.where
                     << " (error/tolerance = " << check.worst_ratio << ")";
   }
-  force_tall_query_tiles("auto");
+  force_key_chunks("auto");
   EXPECT_EQ(failures, 0);
 }
 
