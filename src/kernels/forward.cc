@@ -62,22 +62,35 @@ bool keys_beyond_l2(const Problem& p) {
   return kv_bytes > core::cpu_profile().l2_bytes;
 }
 
+// One tile of keys [c0, c0 + nk) for the rows of s, in the layout `Tiles`.
+template <class Tiles>
+void tile_step(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
+  {
+    Scope scope(profile::kScores);
+    Tiles::scores(s, c0, nk, kind);
+  }
+  {
+    Scope scope(profile::kSoftmax);
+    Tiles::softmax(s, nk);
+  }
+  Scope scope(profile::kWeightedSum);
+  Tiles::weighted_sum(s, c0, nk, kind);
+}
+
 // The online-softmax pass over an item's keys in [k0, k1), in the layout `Tiles`; leaves m, l
 // and the accumulator in the item state. k0 - the item's first key is a whole number of key
-// tiles, so that the item's keys go in the same tiles however they are cut.
+// tiles, so that the item's keys go in the same tiles however they are cut. Boundary tiles of
+// several row vectors go by row vector where no dense mask needs every key of every row.
 template <class Tiles>
 void accumulate(ItemState& s, int64_t k0, int64_t k1) {
   for_each_tile(s, k0, k1, [&](int64_t c0, int64_t nk, TileKind kind) {
-    {
-      Scope scope(profile::kScores);
-      Tiles::scores(s, c0, nk, kind);
+    if constexpr (requires { Tiles::kRowVecs; }) {
+      if (Tiles::kRowVecs > 1 && kind == TileKind::kBoundary && !s.p->mask.present())
+        return Tiles::by_row_vectors(s, c0, nk, [&](auto tiles, int64_t b0, int64_t bn) {
+          tile_step<decltype(tiles)>(s, b0, bn, TileKind::kBoundary);
+        });
     }
-    {
-      Scope scope(profile::kSoftmax);
-      Tiles::softmax(s, nk);
-    }
-    Scope scope(profile::kWeightedSum);
-    Tiles::weighted_sum(s, c0, nk, kind);
+    tile_step<Tiles>(s, c0, nk, kind);
   });
 }
 
@@ -346,6 +359,7 @@ void with_row_lanes(int64_t rows, const Fn& fn) {
   const int64_t vecs = (rows + lanes() - 1) / lanes();
   if (vecs <= 1) fn(RowLanes<1>());
   else if (vecs <= 2) fn(RowLanes<2>());
+  else if (vecs <= 3) fn(RowLanes<3>());
   else fn(RowLanes<kRowVecs>());
 }
 

@@ -63,6 +63,16 @@ struct ItemState {
     if (p->mask.present()) mask_t = c.take<float>(K * br);
     if (bf16_pv) pairs = c.take<float>(K / 2 * br);
   }
+
+  // Makes row `by` the first, for a layout that runs on the rows from there (RowLanes'
+  // boundary segments); shift_rows(-by) undoes it. Row strides stay br.
+  void shift_rows(int64_t by) {
+    for (float** a : {&q, &scores, &acc, &m, &l, &alpha, &lo, &hi}) *a += by;
+    if (mask_t) mask_t += by;
+    if (pairs) pairs += by;
+    row_i += by, row_h += by, range += by;
+    rows -= by;
+  }
 };
 
 // The item's state, in `arena` (items run together each need their own).
