@@ -51,6 +51,11 @@ namespace profile = core::profile;
 // keys (run_items): perceiver-encode took 0.95x the time without them on an Intel Xeon.
 constexpr int kRowVecs = 4;
 
+// One key's row of K and of V, in bytes.
+int64_t bytes_per_key(const Problem& p) {
+  return (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
+}
+
 // Whether one kv head's K and V outgrow the L2 cache (or the tests and benchmarks say so): then
 // the items of a head run together (run_items).
 bool keys_beyond_l2(const Problem& p) {
@@ -58,8 +63,7 @@ bool keys_beyond_l2(const Problem& p) {
   if (forced != core::Forced::kAuto) return forced == core::Forced::kOn;
   int64_t keys = 0;
   for (const core::Sequence& s : p.sequences) keys = std::max(keys, s.kv_len);
-  const int64_t kv_bytes = keys * (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
-  return kv_bytes > core::cpu_profile().l2_bytes;
+  return keys * bytes_per_key(p) > core::cpu_profile().l2_bytes;
 }
 
 // One tile of keys [c0, c0 + nk) for the rows of s, in the layout `Tiles`.
@@ -228,8 +232,7 @@ constexpr int kMaxItemsPerRun = 8;
 int64_t keys_per_chunk(const Problem& p) {
   // Forced on, every tile is a chunk: the most cuts, for the tests.
   if (core::forced_key_chunks() == core::Forced::kOn) return kKeysPerTile;
-  const int64_t key_bytes = (p.head_dim + p.value_dim) * dtype_size(p.k.dtype);
-  const int64_t tiles = core::cpu_profile().l2_bytes / 2 / (key_bytes * kKeysPerTile);
+  const int64_t tiles = core::cpu_profile().l2_bytes / 2 / (bytes_per_key(p) * kKeysPerTile);
   return std::max<int64_t>(tiles, 1) * kKeysPerTile;
 }
 

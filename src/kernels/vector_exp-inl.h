@@ -1,14 +1,14 @@
 // exp(x) for f32 vectors, in two forms:
 //   VectorExp:  any x, <= 2 ulp wherever the result is a normal float;
-//   SoftmaxExp: the weights e^(s - max) of a softmax, x <= 0 (or a little above, from rounding),
-//               in fewer instructions, as accurate as its argument allows (see there).
+//   SoftmaxExp: the weights e^(s - max) of a softmax, x <= 0 (or a little above, from
+//               rounding), in fewer instructions, as accurate as its argument allows.
 // Both flush results below FLT_MIN to 0 (they weigh nothing next to a row's maximum, whose
 // weight is 1) and propagate NaN (softmax must not turn a NaN score into a zero weight).
 //
-// exp(x) = 2^n · 2^f with n = round(x·log2 e). n comes from adding 1.5·2^23 in the same multiply-
-// add as x·log2 e, whose rounding then leaves round(x·log2 e) in the low bits (exact for
-// |x·log2 e| < 2^22), and subtracting it again: two instructions, where a round instruction
-// costs two micro-ops on Intel.
+// Both take exp(x) = 2^n · e^(x - n·ln 2) with n = round(x·log2 e). n comes from adding 1.5·2^23 in
+// the same multiply-add as x·log2 e, whose rounding then leaves round(x·log2 e) in the low bits
+// (exact for |x·log2 e| < 2^22), and subtracting it again: two instructions, where a round
+// instruction costs two micro-ops on Intel.
 
 #if defined(XATTN_KERNELS_VECTOR_EXP_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef XATTN_KERNELS_VECTOR_EXP_INL_H_
@@ -85,9 +85,10 @@ HWY_INLINE V VectorExp(D d, V x) {
 // multiply-add, and 2^f by a polynomial of degree 6 fitted for the least maximum relative error
 // (1.9e-9). Two instructions fewer than VectorExp, for the softmax's inner loops.
 // Accuracy: within 1.2 ulp for |x| < 1, and within |x|·2^-24 relative beyond, from log2 e's
-// rounding to f32 (20 ulp at x = -87; twice that on targets without fused multiply-adds). That is the error x itself carries, since s - max is
-// rounded to f32, so the extra step that VectorExp spends on it buys nothing here; relative to a
-// row's largest weight, 1, the error stays under 2^-23.
+// rounding to f32 (20 ulp at x = -87; twice that on targets without fused multiply-adds). That
+// is the order of the error x itself carries, since s - max is rounded to f32, so the extra step
+// VectorExp spends on it buys nothing here; relative to a row's largest weight, 1, the error
+// stays under 2^-23.
 // x must be at most about 88 (no overflow test): a score minus its row's maximum.
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V SoftmaxExp(D d, V x) {

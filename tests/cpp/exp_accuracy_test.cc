@@ -20,7 +20,9 @@ double ulp_of(double want) {
 }
 
 // Distance in units in the last place of `want`.
-double ulp_error(float got, double want) { return std::abs(static_cast<double>(got) - want) / ulp_of(want); }
+double ulp_error(float got, double want) {
+  return std::abs(static_cast<double>(got) - want) / ulp_of(want);
+}
 
 TEST(VectorExp, AtMostTwoUlpOverTheNormalRangeOnEveryTarget) {
   std::vector<float> x;
