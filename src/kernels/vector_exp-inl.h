@@ -83,7 +83,7 @@ HWY_INLINE V VectorExp(D d, V x) {
 
 // e^x for a softmax weight, x = s - max: 2^f with f = x·log2 e - n in [-1/2, 1/2], one
 // multiply-add, and 2^f by a polynomial of degree 6 fitted for the least maximum relative error
-// (1.9e-9). Two instructions fewer than VectorExp, for the softmax's inner loops.
+// (1.9e-9). With AVX-512, 11 micro-ops where VectorExp takes 14 (12 without its overflow test).
 // Accuracy: within 1.2 ulp for |x| < 1, and within |x|·2^-24 relative beyond, from log2 e's
 // rounding to f32 (20 ulp at x = -87; twice that on targets without fused multiply-adds). That
 // is the order of the error x itself carries, since s - max is rounded to f32, so the extra step
