@@ -12,9 +12,8 @@ namespace xattn::kernels {
 // Computes every output `p` asks for. `p` has been validated.
 void run_forward(const core::Problem& p);
 
-// The vectorised exp of the dispatched target (VectorExp, or SoftmaxExp for softmax_weights),
-// exposed for its accuracy test.
-void vector_exp(const float* in, float* out, int64_t n, bool softmax_weights = false);
+// The vectorised exp of the dispatched target, exposed for its accuracy test.
+void vector_exp(const float* in, float* out, int64_t n);
 
 // Name of the target the kernels dispatch to now.
 const char* dispatched_target_name();

@@ -1,14 +1,19 @@
-// exp(x) for f32 vectors, in two forms:
-//   VectorExp:  any x, <= 2 ulp wherever the result is a normal float;
-//   SoftmaxExp: the weights e^(s - max) of a softmax, x <= 0 (or a little above, from
-//               rounding), in fewer instructions, as accurate as its argument allows.
-// Both flush results below FLT_MIN to 0 (they weigh nothing next to a row's maximum, whose
-// weight is 1) and propagate NaN (softmax must not turn a NaN score into a zero weight).
+// exp(x) for f32 vectors, <= 2 ulp wherever the result is a normal float; results below
+// FLT_MIN flush to 0 (they weigh nothing next to a row's maximum, whose weight is 1).
+// NaN propagates (softmax must not turn a NaN score into a zero weight).
 //
-// Both take exp(x) = 2^n · e^(x - n·ln 2) with n = round(x·log2 e). n comes from adding 1.5·2^23 in
-// the same multiply-add as x·log2 e, whose rounding then leaves round(x·log2 e) in the low bits
-// (exact for |x·log2 e| < 2^22), and subtracting it again: two instructions, where a round
-// instruction costs two micro-ops on Intel.
+// exp(x) = 2^n · e^r with n = round(x / ln 2) and r = x - n·ln 2 in [-ln2/2, ln2/2]; ln 2 is
+// split in two (Cody-Waite) so n·ln2_hi is exact, and e^r = 1 + r + r²·q(r) with q of degree 4
+// fitted for the least maximum relative error on that interval (3.1e-9, far below half an ulp;
+// one multiply-add fewer than the degree-7 Taylor polynomial of the same accuracy).
+//
+// 12 micro-ops with AVX-512 for the softmax (kNonPositive), where rounding with vrndscaleps
+// (two micro-ops on Intel) and flushing with a separate blend took 14: n comes from adding
+// 1.5·2^23 in the same multiply-add as x·log2 e, whose rounding then leaves round(x·log2 e) in
+// the low bits (exact for |x·log2 e| < 2^22), and subtracting it again; the flush is the
+// zero-mask of vscalefps. (A softmax exp of one reduction step, f = x·log2 e - n, saved one more
+// but added |x|·2^-24 to its relative error, from log2 e's rounding: enough to double the worst
+// gradient error of the models' float64 checks, to 1.1e-5.)
 
 #if defined(XATTN_KERNELS_VECTOR_EXP_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef XATTN_KERNELS_VECTOR_EXP_INL_H_
@@ -60,11 +65,9 @@ HWY_INLINE V ScaleOrFlush(D d, V p, V n, V x) {
 
 }  // namespace exp_detail
 
-// e^x with r = x - n·ln 2 in [-ln2/2, ln2/2]; ln 2 is split in two (Cody-Waite) so n·ln2_hi is
-// exact, and e^r = 1 + r + r²·q(r) with q of degree 4 fitted for the least maximum relative
-// error on that interval (3.1e-9, far below half an ulp; one multiply-add fewer than the
-// degree-7 Taylor polynomial of the same accuracy).
-template <class D, class V = hn::Vec<D>>
+// kNonPositive: the caller promises x <= 0 or NaN (softmax's s - max), so the overflow test is
+// left out.
+template <bool kNonPositive = false, class D, class V = hn::Vec<D>>
 HWY_INLINE V VectorExp(D d, V x) {
   const V n = exp_detail::RoundedLog2(d, x);
   V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), x);  // 9 significant bits: n·ln2_hi is exact
@@ -77,31 +80,9 @@ HWY_INLINE V VectorExp(D d, V x) {
   p = hn::MulAdd(p, r, hn::Set(d, 0.4999999403953552f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  return hn::IfThenElse(hn::Gt(x, hn::Set(d, 88.7228391f)), hn::Set(d, __builtin_inff()),
-                        exp_detail::ScaleOrFlush(d, p, n, x));
-}
-
-// e^x for a softmax weight, x = s - max: 2^f with f = x·log2 e - n in [-1/2, 1/2], one
-// multiply-add, and 2^f by a polynomial of degree 6 fitted for the least maximum relative error
-// (1.9e-9). With AVX-512, 11 micro-ops where VectorExp takes 14 (12 without its overflow test).
-// Accuracy: within 1.2 ulp for |x| < 1, and within |x|·2^-24 relative beyond, from log2 e's
-// rounding to f32 (20 ulp at x = -87; twice that on targets without fused multiply-adds). That
-// is the order of the error x itself carries, since s - max is rounded to f32, so the extra step
-// VectorExp spends on it buys nothing here; relative to a row's largest weight, 1, the error
-// stays under 2^-23.
-// x must be at most about 88 (no overflow test): a score minus its row's maximum.
-template <class D, class V = hn::Vec<D>>
-HWY_INLINE V SoftmaxExp(D d, V x) {
-  const V n = exp_detail::RoundedLog2(d, x);
-  const V f = hn::MulSub(x, hn::Set(d, exp_detail::kLog2e), n);
-  V p = hn::Set(d, 1.534581242594868e-4f);
-  p = hn::MulAdd(p, f, hn::Set(d, 1.3399930903688073e-3f));
-  p = hn::MulAdd(p, f, hn::Set(d, 9.618489071726799e-3f));
-  p = hn::MulAdd(p, f, hn::Set(d, 5.550328642129898e-2f));
-  p = hn::MulAdd(p, f, hn::Set(d, 0.24022646248340607f));
-  p = hn::MulAdd(p, f, hn::Set(d, 0.6931471824645996f));
-  p = hn::MulAdd(p, f, hn::Set(d, 1.0f));
-  return exp_detail::ScaleOrFlush(d, p, n, x);
+  const V y = exp_detail::ScaleOrFlush(d, p, n, x);
+  if constexpr (kNonPositive) return y;
+  return hn::IfThenElse(hn::Gt(x, hn::Set(d, 88.7228391f)), hn::Set(d, __builtin_inff()), y);
 }
 
 }  // namespace xattn::kernels::HWY_NAMESPACE
