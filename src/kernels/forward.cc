@@ -242,9 +242,12 @@ void run_items(const Problem& p, const WorkItem* items, int64_t n, const Partial
   // Thread-local, not on the stack: under ASan's detect_stack_use_after_return, locals live on a
   // fake stack that does not keep the 64-byte alignment gcc's vector copies of them assume (a
   // copied WorkItem faulted there).
-  thread_local core::ScratchArena arenas[kMaxItemsPerRun];
+  // The first item takes the thread's own arena, as an item alone does.
+  thread_local core::ScratchArena more_arenas[kMaxItemsPerRun - 1];
   thread_local ItemState states[kMaxItemsPerRun];
-  for (int64_t j = 0; j < n; ++j) start_item<Tiles>(p, items[j], states[j], arenas[j]);
+  for (int64_t j = 0; j < n; ++j)
+    start_item<Tiles>(p, items[j], states[j],
+                      j == 0 ? core::ScratchArena::for_this_thread() : more_arenas[j - 1]);
   const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
   for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
     for (int64_t j = 0; j < n; ++j)
@@ -355,23 +358,12 @@ void zero_inactive_rows(const Problem& p) {
   }
 }
 
-// Calls fn(RowLanes<vecs>()) with the row-vector count (a compile-time constant of the
-// micro-kernels) for an item's rows.
-template <class Fn>
-void with_row_lanes(int64_t rows, const Fn& fn) {
-  const int64_t vecs = (rows + lanes() - 1) / lanes();
-  if (vecs <= 1) fn(RowLanes<1>());
-  else if (vecs <= 2) fn(RowLanes<2>());
-  else if (vecs <= 3) fn(RowLanes<3>());
-  else fn(RowLanes<kRowVecs>());
-}
-
 // Picks the layout for an item: rows in lanes when they fill at least half a vector, else
 // head dimensions in lanes, for 1, 2, 4 or 8 rows.
 template <class Fn>
 void with_tiles(const WorkItem& w, const Fn& fn) {
   const int64_t rows = w.row_end - w.row_begin;
-  if (2 * rows > lanes()) return with_row_lanes(rows, fn);
+  if (2 * rows > lanes()) return with_row_vectors((rows + lanes() - 1) / lanes(), fn);
   if (rows <= 1) fn(DimLanes<1>());
   else if (rows <= 2) fn(DimLanes<2>());
   else if (rows <= 4) fn(DimLanes<4>());

@@ -24,8 +24,15 @@ HWY_BEFORE_NAMESPACE();
 namespace xattn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// Calls fn(RowLanes<vecs>()) for 1 to 4 row vectors (the layout's register blocks hold up to 4;
+// the count is a compile-time constant of the micro-kernels). Defined after RowLanes, which it
+// names without depending on a template parameter.
+template <class Fn>
+void with_row_vectors(int64_t vecs, const Fn& fn);
+
 template <int kVecs>
 struct RowLanes {
+  static_assert(kVecs >= 1 && kVecs <= 4, "register blocks of 1 to 4 row vectors");
   static constexpr int kRowVecs = kVecs;
   static int64_t padded_rows() { return kRowVecs * lanes(); }
 
@@ -93,7 +100,7 @@ struct RowLanes {
         end = std::max(end, std::min(c1, s.range[r].hi));
       if (end == begin) continue;
       s.shift_rows(j * N);
-      with_vectors(kRowVecs - j, [&](auto tiles) { fn(tiles, begin, end - begin); });
+      with_row_vectors(kRowVecs - j, [&](auto tiles) { fn(tiles, begin, end - begin); });
       s.shift_rows(-j * N);
       begin = end;
     }
@@ -150,15 +157,6 @@ struct RowLanes {
                                   p.value_dim, (nk + 1) / 2, s.alpha, 1.0f, s.acc);
   }
 
-  template <class Fn>
-  static void with_vectors(int n, const Fn& fn) {
-    if (n == 1) fn(RowLanes<1>());
-    if constexpr (kRowVecs >= 2) if (n == 2) fn(RowLanes<2>());
-    if constexpr (kRowVecs >= 3) if (n == 3) fn(RowLanes<3>());
-    if constexpr (kRowVecs >= 4) if (n == 4) fn(RowLanes<4>());
-    static_assert(kRowVecs <= 4, "with_vectors covers register blocks of up to 4 row vectors");
-  }
-
   static void pack_query_pairs(ItemState& s) {
     const core::Operand& q = s.p->q;
     auto* qp = reinterpret_cast<uint32_t*>(s.q);
@@ -180,6 +178,14 @@ struct RowLanes {
     }
   }
 };
+
+template <class Fn>
+void with_row_vectors(int64_t vecs, const Fn& fn) {
+  if (vecs <= 1) fn(RowLanes<1>());
+  else if (vecs == 2) fn(RowLanes<2>());
+  else if (vecs == 3) fn(RowLanes<3>());
+  else fn(RowLanes<4>());
+}
 
 }  // namespace xattn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
