@@ -31,7 +31,6 @@
 #include <cmath>
 #include <optional>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "core/convert.h"
@@ -506,13 +505,18 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
   }
 }
 
-// Calls fn(integral_constant<int, vecs>) for a tile of br rows.
-template <class Fn>
-void with_row_vecs(int64_t br, const Fn& fn) {
-  const int64_t vecs = br / lanes();
-  if (vecs == 1) fn(std::integral_constant<int, 1>());
-  else if (vecs == 2) fn(std::integral_constant<int, 2>());
-  else fn(std::integral_constant<int, 4>());
+// Tile t's pair with block kb, over as many row vectors as the tile has rows: a head's last
+// tile may be part padding (whisper-prefill's 224 rows: 64, 64, 64 and 32), whose products
+// would add only zeros. Lanes do not mix, so the real rows get the same bits either way.
+void pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBlock& kb,
+          const PairScratch& s, const Want& want) {
+  const int64_t rows = std::min(rt.br, rt.rows - t * rt.br);
+  switch ((rows + lanes() - 1) / lanes()) {
+    case 1: return tile_pair<1>(bp, rt, t, kb, s, want);
+    case 2: return tile_pair<2>(bp, rt, t, kb, s, want);
+    case 3: return tile_pair<3>(bp, rt, t, kb, s, want);
+    default: return tile_pair<4>(bp, rt, t, kb, s, want);
+  }
 }
 
 // Whether a head's tiles go outside its key blocks: when its keys (K, V, and their gradient
@@ -561,25 +565,19 @@ void head(const BackwardProblem& bp, int64_t b, int64_t hk, float* dmask) {
   if (by_tile) {
     thread_local HeadKeys keys;
     keys.load(p, rt);
-    with_row_vecs(rt.br, [&](auto vecs) {
-      for (int64_t t = 0; t < rt.tiles; ++t) {
-        rt.pack_tile(bp, t);
-        for (const KeyBlock& kb : keys.blocks)
-          tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, want);
-        rt.store_dq(bp, t, s.kbuf);
-      }
-    });
+    for (int64_t t = 0; t < rt.tiles; ++t) {
+      rt.pack_tile(bp, t);
+      for (const KeyBlock& kb : keys.blocks) pair(bp, rt, t, kb, s, want);
+      rt.store_dq(bp, t, s.kbuf);
+    }
     for (const KeyBlock& kb : keys.blocks) store_block(bp, b, hk, kb);
   } else {
     for (int64_t t = 0; t < rt.tiles; ++t) rt.pack_tile(bp, t);
-    with_row_vecs(rt.br, [&](auto vecs) {
-      for (int64_t c0 = 0; c0 < p.sequences[b].kv_len; c0 += kKeyBlock) {
-        const KeyBlock kb = load_block(p, rt, c0, s.block_buffers(), true);
-        for (int64_t t = 0; t < rt.tiles; ++t)
-          tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, want);
-        store_block(bp, b, hk, kb);
-      }
-    });
+    for (int64_t c0 = 0; c0 < p.sequences[b].kv_len; c0 += kKeyBlock) {
+      const KeyBlock kb = load_block(p, rt, c0, s.block_buffers(), true);
+      for (int64_t t = 0; t < rt.tiles; ++t) pair(bp, rt, t, kb, s, want);
+      store_block(bp, b, hk, kb);
+    }
     for (int64_t t = 0; t < rt.tiles; ++t) rt.store_dq(bp, t, s.kbuf);
   }
   zero_unseen_keys(bp, b, hk, s.row_buf);
@@ -626,22 +624,17 @@ void Backward(const BackwardProblem& bp) {
     RowTiles& rt = all[blocks[i].head];
     const PairScratch s = PairScratch::for_this_thread(p, rt.br);
     const KeyBlock kb = load_block(p, rt, blocks[i].index, s.block_buffers(), true);
-    with_row_vecs(rt.br, [&](auto vecs) {
-      for (int64_t t = 0; t < rt.tiles; ++t)
-        tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {true, false, nullptr});
-    });
+    for (int64_t t = 0; t < rt.tiles; ++t) pair(bp, rt, t, kb, s, {true, false, nullptr});
     store_block(bp, rt.b, rt.hk, kb);
   });
   auto tile_item = [&](int64_t i, int thread) {
     RowTiles& rt = all[tiles[i].head];
     const int64_t t = tiles[i].index;
     const PairScratch s = PairScratch::for_this_thread(p, rt.br);
-    with_row_vecs(rt.br, [&](auto vecs) {
-      for (int64_t c0 = 0; c0 < p.sequences[rt.b].kv_len; c0 += kKeyBlock) {
-        const KeyBlock kb = load_block(p, rt, c0, s.block_buffers(), false);
-        tile_pair<decltype(vecs)::value>(bp, rt, t, kb, s, {false, true, dmask_of(thread)});
-      }
-    });
+    for (int64_t c0 = 0; c0 < p.sequences[rt.b].kv_len; c0 += kKeyBlock) {
+      const KeyBlock kb = load_block(p, rt, c0, s.block_buffers(), false);
+      pair(bp, rt, t, kb, s, {false, true, dmask_of(thread)});
+    }
     rt.store_dq(bp, t, s.kbuf);
   };
   if (shared) core::parallel_for_static(static_cast<int64_t>(tiles.size()), threads, tile_item);
