@@ -279,6 +279,16 @@ struct KeyBlock {
   int64_t ldk = 0, ldv = 0;
   bool finite = true;
   float *dk = nullptr, *dv = nullptr;  // [nk][D'], [nk][Dv']
+
+  // Its keys [lo, hi), on the same storage (D' and Dv': the padded head and value dims).
+  KeyBlock part(int64_t lo, int64_t hi, int64_t D, int64_t Dv) const {
+    const int64_t skip = lo - c0;
+    KeyBlock kb = *this;
+    kb.c0 = lo, kb.nk = hi - lo;
+    kb.k += skip * ldk, kb.v += skip * ldv;
+    if (dk) kb.dk += skip * D, kb.dv += skip * Dv;
+    return kb;
+  }
 };
 
 // Where a key block converts K and V to f32 rows (when they are not) and sums dK and dV.
@@ -439,12 +449,17 @@ struct Want {
 
 // Everything tile t of `rt` contributes with key block kb (see the file comment).
 template <int kVecs>
-void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBlock& kb,
+void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBlock& block,
                const PairScratch& s, const Want& want) {
   const Problem& p = bp.fwd;
   const RowTiles::Tile& info = rt.tile[t];
+  // Only the block's keys that some row of the tile sees: the others would add exact zeros
+  // (half a block on a causal diagonal).
+  const int64_t lo = std::max(block.c0, info.some.lo);
+  const int64_t hi = std::min(block.c0 + block.nk, info.some.hi);
+  if (lo >= hi) return;
+  const KeyBlock kb = block.part(lo, hi, rt.D, rt.Dv);
   const int64_t c0 = kb.c0, c1 = c0 + kb.nk, nk = kb.nk, br = rt.br;
-  if (info.some.lo >= c1 || info.some.hi <= c0) return;
   const bool boundary = p.mask.present() || c0 < info.every.lo || c1 > info.every.hi;
   const int64_t D = rt.D, Dv = rt.Dv, N = lanes();
   const int64_t rows = std::min(br, rt.rows - t * br);  // the rest of the tile is padding
