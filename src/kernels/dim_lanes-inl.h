@@ -167,7 +167,7 @@ struct DimLanes {
       const VF base = hn::Set(df, m_new == -__builtin_inff() ? 0.0f : m_new);
       VF sum = hn::Zero(df);
       for (int64_t c = 0; c < n; c += N) {
-        const VF e = VectorExp(df, hn::Sub(hn::Load(df, row + c), base));
+        const VF e = VectorExp<true>(df, hn::Sub(hn::Load(df, row + c), base));
         hn::Store(e, df, row + c);
         sum = hn::Add(sum, e);
       }
@@ -193,7 +193,7 @@ struct DimLanes {
       float* row = s.scores + r * kKeysPerTile;
       const VF m = hn::Set(df, s.alpha[r]), inv_l = hn::Set(df, s.l[r]);
       for (int64_t c = 0; c < nk; c += lanes()) {
-        const VF p = hn::Mul(VectorExp(df, hn::Sub(hn::Load(df, row + c), m)), inv_l);
+        const VF p = hn::Mul(VectorExp<true>(df, hn::Sub(hn::Load(df, row + c), m)), inv_l);
         hn::Store(s.l[r] == 0.0f ? hn::Zero(df) : p, df, row + c);
       }
     }

@@ -109,7 +109,7 @@ HWY_INLINE void normalized_probabilities_tile(float* HWY_RESTRICT st, int64_t br
     const auto empty = hn::Eq(row_inv_l, hn::Zero(df));
     for (int64_t k = 0; k < nk; ++k) {
       float* p = st + k * br + r * N;
-      const auto e = VectorExp(df, hn::Sub(hn::Load(df, p), row_m));
+      const auto e = VectorExp<true>(df, hn::Sub(hn::Load(df, p), row_m));
       hn::Store(hn::IfThenZeroElse(empty, hn::Mul(e, row_inv_l)), df, p);
     }
   }
