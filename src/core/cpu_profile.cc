@@ -20,6 +20,9 @@ CpuProfile detect() {
 #ifdef _SC_LEVEL2_CACHE_SIZE
   if (const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE); l2 > 0) p.l2_bytes = l2;
 #endif
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  if (const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE); l3 > 0) p.llc_bytes = l3;
+#endif
 #if defined(__x86_64__) || defined(__i386__)
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(0, &a, &b, &c, &d)) return p;

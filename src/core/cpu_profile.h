@@ -22,9 +22,13 @@ struct CpuProfile {
   bool bf16_dot_pays = true;
   std::string why_bf16;  // the reason, for `xattn info`
   // A core's L2 cache, as the OS reports it (1 MiB, the smallest of the CPUs above, when it
-  // does not say). The forward gives a work item twice the query rows when one head's K and V
-  // outgrow it, so that each pass over them from beyond L2 serves more rows.
+  // does not say). Where one head's K and V outgrow it, the forward runs a head's work items
+  // together over chunks of keys that fit in it.
   int64_t l2_bytes = int64_t{1} << 20;
+  // The last-level cache, as the OS reports it (32 MiB, a Zen 4 or Zen 5 CCD's L3, when it
+  // does not say). Where a decoder step's K and V outgrow it, they come from memory, and the
+  // forward prefetches them a key tile ahead.
+  int64_t llc_bytes = int64_t{32} << 20;
 };
 
 const CpuProfile& cpu_profile();

@@ -66,6 +66,14 @@ bool keys_beyond_l2(const Problem& p) {
   return keys * bytes_per_key(p) > core::cpu_profile().l2_bytes;
 }
 
+// Whether the problem's K and V outgrow the last-level cache, so that every pass over them
+// reads memory: then the decode layout prefetches them (RowsAhead).
+bool kv_beyond_llc(const Problem& p) {
+  int64_t keys = 0;
+  for (const core::Sequence& s : p.sequences) keys += s.kv_len;
+  return keys * p.heads_kv * bytes_per_key(p) > core::cpu_profile().llc_bytes;
+}
+
 // One tile of keys [c0, c0 + nk) for the rows of s, in the layout `Tiles`.
 template <class Tiles>
 void tile_step(ItemState& s, int64_t c0, int64_t nk, TileKind kind) {
@@ -171,6 +179,7 @@ template <class Tiles>
 void start_item(const Problem& p, const WorkItem& w, ItemState& s, core::ScratchArena& arena) {
   Scope scope(profile::kPackQueries);
   setup_item(p, w, Tiles::padded_rows(), s, arena);
+  s.kv_from_memory = kv_beyond_llc(p);
   Tiles::pack_queries(s);
   Tiles::begin(s);
 }
@@ -425,7 +434,9 @@ std::string ForwardTiles() {
          std::to_string(core::cpu_profile().l2_bytes >> 11) + " KiB of keys at a time), " +
          "products in " + std::to_string(kRowVecs) + "x" +
          std::to_string(columns_per_block<kRowVecs>()) + " blocks of " + std::to_string(N) +
-         "-lane vectors (decoder steps: head dimension in the lanes)";
+         "-lane vectors (decoder steps: head dimension in the lanes, K and V prefetched a tile " +
+         "ahead where they exceed the last-level cache of " +
+         std::to_string(core::cpu_profile().llc_bytes >> 20) + " MiB)";
 }
 
 bool HasBf16Dot() { return kHaveBf16Dot && cpu_has_bf16_dot(); }
