@@ -77,8 +77,8 @@ HWY_INLINE V sum_each(D d, const V* v) {
 // tile's own keys are read, where K and V come from memory (ItemState::kv_from_memory). A
 // decoder step reads each K and V byte once; with a group of query heads per kv head it
 // computes long enough per key that the hardware prefetchers alone left a thread far below the
-// read bandwidth (an Intel Xeon, 2 threads: 44-55% of it with 4 or 8 heads per kv head, against
-// 78-84% with one). Where K and V fit in the caches, the prefetches only cost: 1.10x the time
+// read bandwidth (an Intel Xeon, 2 threads: 39-58% of it with 4 or 8 heads per kv head, against
+// 73-89% with one). Where K and V fit in the caches, the prefetches only cost: 1.10x the time
 // on whisper-decode and crossvit-cls.
 class RowsAhead {
  public:

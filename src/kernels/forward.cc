@@ -434,8 +434,8 @@ std::string ForwardTiles() {
          std::to_string(core::cpu_profile().l2_bytes >> 11) + " KiB of keys at a time), " +
          "products in " + std::to_string(kRowVecs) + "x" +
          std::to_string(columns_per_block<kRowVecs>()) + " blocks of " + std::to_string(N) +
-         "-lane vectors (decoder steps: head dimension in the lanes, K and V prefetched a tile " +
-         "ahead where they exceed the last-level cache of " +
+         "-lane vectors (decoder steps: head dimension in the lanes; for groups of rows, K and V " +
+         "prefetched a tile ahead where they exceed the last-level cache of " +
          std::to_string(core::cpu_profile().llc_bytes >> 20) + " MiB)";
 }
 
