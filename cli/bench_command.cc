@@ -189,6 +189,11 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "in L2: the CPU's rule (where a head's K and V exceed its L2 cache; see xattn "
                   "info), or forced on or off (default auto)",
                   "auto|on|off");
+  add_text_option(bench, "--kv-prefetch", o.kv_prefetch,
+                  "decoder steps prefetch K and V a key tile ahead: the CPU's rule (for groups "
+                  "of rows, where K and V exceed the last-level cache; see xattn info), or forced "
+                  "on or off (default auto)",
+                  "auto|on|off");
   bench->add_flag("--profile", o.profile,
                   "also measure each kernel stage's share of the time (packing, scores, softmax, "
                   "weighted sum, finish; for --backward its stages too)");
@@ -221,6 +226,7 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
   };
   forced("--bf16-dot", o.bf16_dot, force_bf16_dot_products);
   forced("--key-chunks", o.key_chunks, force_key_chunks);
+  forced("--kv-prefetch", o.kv_prefetch, force_kv_prefetch);
   const std::vector<bench::MachineLimits> limits = bench::measure_machine_limits(plan.threads);
   print_machine(os, plan, limits);
   print_table_head(os, plan);

@@ -19,7 +19,8 @@ namespace xattn::cli {
 struct BenchOptions {
   std::vector<std::string> shapes;
   bool causal = false;
-  std::optional<std::string> dtype, threads, runs, min_time, json, bf16_dot, key_chunks;
+  std::optional<std::string> dtype, threads, runs, min_time, json, bf16_dot, key_chunks,
+      kv_prefetch;
   bool no_baseline = false;
   bool backward = false;
   bool profile = false;

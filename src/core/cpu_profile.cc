@@ -55,6 +55,7 @@ CpuProfile detect() {
 
 std::atomic<int> forced_bf16{static_cast<int>(Forced::kAuto)};
 std::atomic<int> forced_chunks{static_cast<int>(Forced::kAuto)};
+std::atomic<int> forced_prefetch{static_cast<int>(Forced::kAuto)};
 
 }  // namespace
 
@@ -76,6 +77,12 @@ void force_key_chunks(Forced mode) { forced_chunks.store(static_cast<int>(mode))
 
 Forced forced_key_chunks() {
   return static_cast<Forced>(forced_chunks.load(std::memory_order_relaxed));
+}
+
+void force_kv_prefetch(Forced mode) { forced_prefetch.store(static_cast<int>(mode)); }
+
+Forced forced_kv_prefetch() {
+  return static_cast<Forced>(forced_prefetch.load(std::memory_order_relaxed));
 }
 
 }  // namespace xattn::core

@@ -47,4 +47,9 @@ bool bf16_dot_wanted();
 void force_key_chunks(Forced mode);
 Forced forced_key_chunks();
 
+// The decode layout's prefetch of K and V a key tile ahead: the profile's rule is "when the
+// problem's K and V exceed llc_bytes".
+void force_kv_prefetch(Forced mode);
+Forced forced_kv_prefetch();
+
 }  // namespace xattn::core

@@ -57,6 +57,10 @@ void force_key_chunks(const std::string& mode) {
   core::force_key_chunks(parse_forced("force_key_chunks", mode));
 }
 
+void force_kv_prefetch(const std::string& mode) {
+  core::force_kv_prefetch(parse_forced("force_kv_prefetch", mode));
+}
+
 std::vector<std::string> available_simd_targets() {
   std::vector<std::string> names;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) names.emplace_back(hwy::TargetName(t));

@@ -66,9 +66,11 @@ bool keys_beyond_l2(const Problem& p) {
   return keys * bytes_per_key(p) > core::cpu_profile().l2_bytes;
 }
 
-// Whether the problem's K and V outgrow the last-level cache, so that every pass over them
-// reads memory: then the decode layout prefetches them (RowsAhead).
-bool kv_beyond_llc(const Problem& p) {
+// Whether the decode layout prefetches K and V (RowsAhead): where they outgrow the last-level
+// cache, so that every pass over them reads memory (or the tests and benchmarks say so).
+bool prefetch_kv(const Problem& p) {
+  const core::Forced forced = core::forced_kv_prefetch();
+  if (forced != core::Forced::kAuto) return forced == core::Forced::kOn;
   int64_t keys = 0;
   for (const core::Sequence& s : p.sequences) keys += s.kv_len;
   return keys * p.heads_kv * bytes_per_key(p) > core::cpu_profile().llc_bytes;
@@ -179,7 +181,7 @@ template <class Tiles>
 void start_item(const Problem& p, const WorkItem& w, ItemState& s, core::ScratchArena& arena) {
   Scope scope(profile::kPackQueries);
   setup_item(p, w, Tiles::padded_rows(), s, arena);
-  s.kv_from_memory = kv_beyond_llc(p);
+  s.prefetch_kv = prefetch_kv(p);
   Tiles::pack_queries(s);
   Tiles::begin(s);
 }

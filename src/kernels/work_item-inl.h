@@ -49,7 +49,7 @@ struct ItemState {
   int64_t inter_lo = 0, inter_hi = 0;  // keys every row sees (for the mask-free test)
   bool bf16_dot = false;  // Q·Kᵀ from bf16 pairs in place (bf16_dot-inl.h)
   bool bf16_pv = false;   // and P·V from bf16 probabilities (interior tiles of many rows)
-  bool kv_from_memory = false;  // K and V outgrow the last-level cache (dim_lanes-inl.h)
+  bool prefetch_kv = false;  // the decode layout prefetches K and V a tile ahead (dim_lanes-inl.h)
 
   void carve(core::Carver& c) {
     const int64_t D = padded(p->head_dim), Dv = padded(p->value_dim), K = kKeysPerTile;

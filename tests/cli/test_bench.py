@@ -161,6 +161,7 @@ def test_table_has_header_and_rows(smoke):
     (["--dtype="], ["--dtype"]),
     (["--bf16-dot", "yes"], ["--bf16-dot", "auto, on or off", "'yes'"]),
     (["--key-chunks", "2"], ["--key-chunks", "auto, on or off", "'2'"]),
+    (["--kv-prefetch", "always"], ["--kv-prefetch", "auto, on or off", "'always'"]),
 ])
 def test_bad_option(run, tmp_path, args, needles):
     out = tmp_path / "out.json"

@@ -58,6 +58,34 @@ TEST(AttentionProperty, KeyChunksMatchOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
+// The decode layout prefetches K and V a key tile ahead where they exceed the last-level cache
+// (hundreds of MiB on some CPUs); forced on, every random case with a few rows runs it, on every
+// target. A prefetch reads nothing into the arithmetic, so the bits are those without it.
+TEST(AttentionProperty, KvPrefetchMatchesOracleAndChangesNoBits) {
+  std::mt19937_64 rng(20261209);
+  int failures = 0;
+  for (int n = 0; n < kCases / 4; ++n) {
+    const RandomCase c = random_case(rng);
+    const reference::Result want = reference::attention(c.ref);
+    for (const std::string& target : available_simd_targets()) {
+      TargetScope scope(target);
+      force_kv_prefetch("off");
+      const Outputs without = run_xattn(c);
+      force_kv_prefetch("on");
+      const Outputs with = run_xattn(c);
+      force_kv_prefetch("auto");
+      const Check check = compare(c, with, want);
+      const bool same =
+          with.out == without.out && with.lse == without.lse && with.weights == without.weights;
+      if ((check.worst_ratio > 1.0 || !same) && ++failures <= 10)
+        ADD_FAILURE() << "case " << n << " on " << target << " with K/V prefetch: "
+                      << c.describe() << "\n  " << (same ? "" : "bits differ from without; ")
+                      << check.where << " (error/tolerance = " << check.worst_ratio << ")";
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
 // Where K and V outgrow L2, the items of a kv head run together over chunks of keys (forced on
 // here: chunks of one key tile). Every row meets the same tiles in the same order as in an item
 // run alone, so one thread (runs of several items) and sixteen (an item each) give the same
