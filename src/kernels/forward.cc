@@ -176,12 +176,13 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, core::Sof
   store_finished_row(p, s, r, st, out_buf, false, stats);
 }
 
-// The item's state with its queries packed, ready for its keys.
+// The item's state with its queries packed, ready for its keys; `prefetch`: prefetch_kv(p).
 template <class Tiles>
-void start_item(const Problem& p, const WorkItem& w, ItemState& s, core::ScratchArena& arena) {
+void start_item(const Problem& p, const WorkItem& w, ItemState& s, core::ScratchArena& arena,
+                bool prefetch) {
   Scope scope(profile::kPackQueries);
   setup_item(p, w, Tiles::padded_rows(), s, arena);
-  s.prefetch_kv = prefetch_kv(p);
+  s.prefetch_kv = prefetch;
   Tiles::pack_queries(s);
   Tiles::begin(s);
 }
@@ -249,7 +250,7 @@ int64_t keys_per_chunk(const Problem& p) {
 
 template <class Tiles>
 void run_items(const Problem& p, const WorkItem* items, int64_t n, const PartialStates& partials,
-               RowStats& stats) {
+               RowStats& stats, bool prefetch) {
   // Thread-local, not on the stack: under ASan's detect_stack_use_after_return, locals live on a
   // fake stack that does not keep the 64-byte alignment gcc's vector copies of them assume (a
   // copied WorkItem faulted there).
@@ -258,7 +259,8 @@ void run_items(const Problem& p, const WorkItem* items, int64_t n, const Partial
   thread_local ItemState states[kMaxItemsPerRun];
   for (int64_t j = 0; j < n; ++j)
     start_item<Tiles>(p, items[j], states[j],
-                      j == 0 ? core::ScratchArena::for_this_thread() : more_arenas[j - 1]);
+                      j == 0 ? core::ScratchArena::for_this_thread() : more_arenas[j - 1],
+                      prefetch);
   const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
   for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
     for (int64_t j = 0; j < n; ++j)
@@ -394,10 +396,11 @@ void Forward(const Problem& p) {
   const PartialStates partials{partial_buffer.data(), tile.rows, p.value_dim};
   zero_inactive_rows(p);
   const std::vector<ItemRun> runs = item_runs(p, plan, threads);
+  const bool prefetch = prefetch_kv(p);
   core::parallel_for(static_cast<int64_t>(runs.size()), threads, [&](int64_t i) {
     const WorkItem* items = &plan.items[runs[i].begin];
     with_tiles(items[0], [&](auto tiles) {
-      run_items<decltype(tiles)>(p, items, runs[i].count, partials, stats);
+      run_items<decltype(tiles)>(p, items, runs[i].count, partials, stats, prefetch);
     });
   });
   core::parallel_for(static_cast<int64_t>(plan.merges.size()), threads,
