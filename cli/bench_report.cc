@@ -188,9 +188,11 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
   json rows = json::array();
   for (const CaseResult& r : results) {
     const bench::Shape& s = r.shape;
-    const auto baseline_ms = [&](double Timing::*field) {
-      return r.baseline ? json((*r.baseline).*field * 1e3) : json(nullptr);
+    const auto in_ms = [](const std::optional<Timing>& t, double Timing::*field) {
+      return t ? json((*t).*field * 1e3) : json(nullptr);
     };
+    const auto baseline_ms = [&](double Timing::*field) { return in_ms(r.baseline, field); };
+    const auto backward_ms = [&](double Timing::*field) { return in_ms(r.backward, field); };
     rows.push_back({{"name", s.name},
                     {"B", s.B},
                     {"Hq", s.Hq},
@@ -217,7 +219,9 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"baseline_ms_min", baseline_ms(&Timing::min)},
                     {"baseline_ms_max", baseline_ms(&Timing::max)},
                     {"speedup", optional_number(r.speedup)},
-                    {"backward_ms", r.backward ? json(r.backward->median * 1e3) : json(nullptr)},
+                    {"backward_ms", backward_ms(&Timing::median)},
+                    {"backward_ms_min", backward_ms(&Timing::min)},
+                    {"backward_ms_max", backward_ms(&Timing::max)},
                     {"backward_gflops", optional_number(r.backward_gflops)},
                     {"backward_peak_fraction", optional_number(r.backward_peak_fraction)},
                     {"backward_over_forward", optional_number(r.backward_over_forward)},

@@ -169,7 +169,7 @@ struct RowTiles {
   void plan(const Problem& p, int64_t b_, int64_t hk_, bool one_at_a_time) {
     const int64_t N = lanes();
     b = b_, hk = hk_, rows = p.sequences[b].q_rows * p.group_size();
-    br = rows <= N ? N : rows <= 2 * N ? 2 * N : 4 * N;
+    br = rows <= N ? N : rows <= 2 * N ? 2 * N : kTileRowVecs * N;
     tiles = (rows + br - 1) / br;
     few = 2 * rows <= N;
     D = padded(p.head_dim), Dv = padded(p.value_dim);
@@ -365,10 +365,10 @@ template <ALayout kA, Skip kSkip>
 void add_products(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t ncols,
                   int64_t depth, float* out, int64_t ldo, int64_t vecs) {
   const int64_t N = lanes();
-  for (int64_t v0 = 0; v0 < vecs; v0 += 4) {
+  for (int64_t v0 = 0; v0 < vecs; v0 += kTileRowVecs) {
     const float* bv = b + v0 * N;
     float* ov = out + v0 * N;
-    switch (std::min<int64_t>(4, vecs - v0)) {
+    switch (std::min<int64_t>(kTileRowVecs, vecs - v0)) {
       case 4: broadcast_tile<4, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;
       case 3: broadcast_tile<3, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;
       case 2: broadcast_tile<2, kA, kSkip>(a, lda, bv, ldb, ncols, depth, ov, ldo); break;

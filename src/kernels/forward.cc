@@ -45,11 +45,11 @@ using core::WorkItem;
 using core::profile::Scope;
 namespace profile = core::profile;
 
-// Query rows per work item, in vectors: a register block of the micro-kernels (4x6
-// accumulators with AVX-512). Items of twice the rows, for twice the rows per pass over K and V
+// Query rows per work item, in vectors: a register block of the micro-kernels (see
+// kTileRowVecs). Items of twice the rows, for twice the rows per pass over K and V
 // where those outgrow L2, are no longer faster now that such items run together over chunks of
 // keys (run_items): perceiver-encode took 0.95x the time without them on an Intel Xeon.
-constexpr int kRowVecs = 4;
+constexpr int kRowVecs = kTileRowVecs;
 
 // One key's row of K and of V, in bytes.
 int64_t bytes_per_key(const Problem& p) {

@@ -40,6 +40,13 @@ inline constexpr int kVectorRegisters = 16;
 // The most lanes a vector of floats has on any target, for arrays indexed by lane.
 inline constexpr int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 
+// Row vectors per tile (query rows in the lanes): the most whose register blocks keep at least
+// twelve accumulators (4x6 of 32 registers, 2x6 of 16), enough to hide the FMA latency on two
+// pipes with loads to spare. With 16 registers, 4 row vectors leave 4x2 blocks, whose 6 loads
+// per 8 FMAs held the products near 70% of the peak (Zen 3, AVX2); 2x6 blocks took 0.82x the
+// time on self-2k-d64 and 0.93x on sd-unet-xattn.
+inline constexpr int kTileRowVecs = kVectorRegisters == 32 ? 4 : 2;
+
 template <int kRowVecs>
 constexpr int columns_per_block() {
   const int c = (kVectorRegisters - kRowVecs - 2) / kRowVecs;
