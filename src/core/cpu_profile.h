@@ -12,8 +12,9 @@ namespace xattn::core {
 struct CpuProfile {
   std::string name;           // e.g. "AMD Zen 4", "Intel Sapphire/Emerald Rapids"
   int family = 0, model = 0;  // CPUID's display family and model
-  // 512-bit FMA pipes per core, as the vendor documents them (0: unknown). Informational: the
-  // register blocking fills the 32 vector registers either way.
+  // 512-bit FMA pipes per core, as the vendor documents them (0: none or unknown). Informational:
+  // the
+  // register blocking fills the vector registers either way.
   int fma512_pipes = 0;
   // Whether AVX-512 BF16 dot products (vdpbf16ps) outrun two f32 FMAs per bf16 pair: on Zen 4
   // and Zen 5 they run at the FMA rate with twice the products; on Intel's Xeons only one
@@ -21,13 +22,13 @@ struct CpuProfile {
   // two cores), so widening bf16 to f32 is the faster way.
   bool bf16_dot_pays = true;
   std::string why_bf16;  // the reason, for `xattn info`
-  // A core's L2 cache, as the OS reports it (1 MiB, the smallest of the CPUs above, when it
-  // does not say). Where one head's K and V outgrow it, the forward runs a head's work items
-  // together over chunks of keys that fit in it.
+  // A core's L2 cache, as sysfs (else sysconf) reports it; 1 MiB when neither says. Where one
+  // head's K and V outgrow it, the forward runs a head's work items together over chunks of
+  // keys that fit in it.
   int64_t l2_bytes = int64_t{1} << 20;
-  // The last-level cache, as the OS reports it (32 MiB, a Zen 4 or Zen 5 CCD's L3, when it
-  // does not say). Where a decoder step's K and V outgrow it, they come from memory, and the
-  // forward prefetches them a key tile ahead.
+  // The last-level cache a core uses, as sysfs (else sysconf) reports it; 32 MiB, a Zen CCD's
+  // L3, when neither says. Where a decoder step's K and V outgrow it, they come from memory,
+  // and the forward prefetches them a key tile ahead.
   int64_t llc_bytes = int64_t{32} << 20;
 };
 

@@ -1,6 +1,8 @@
 """End-to-end tests of `xattn run` and `xattn info`: results against a float64 softmax oracle,
 exit codes and messages for bad input, and output files left alone when a run fails."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -367,3 +369,21 @@ def test_help_and_version(run):
     assert "run" in run("--help", check_rc=0).stdout
     assert "--kv-lens" in run("run", "--help", check_rc=0).stdout
     assert run("--version", check_rc=0).stdout.strip()
+
+
+def sysfs_cache_bytes(level):
+    """cpu0's cache at `level` as Linux's sysfs gives it ("32768K"), or None."""
+    for index in sorted(pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        if (index / "level").read_text().strip() == str(level):
+            size = (index / "size").read_text().strip()
+            return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]]
+    return None
+
+
+@pytest.mark.skipif(sysfs_cache_bytes(3) is None, reason="no sysfs cache description")
+def test_info_reports_the_caches_a_core_uses(run):
+    """The tile rules use the caches sysfs describes for a core (glibc's sysconf gives an AMD
+    EPYC's L3 as that of all its CCDs, 8 times what a Zen 3 core shares)."""
+    text = run("info", check_rc=0).stdout
+    assert f"L2 cache of {sysfs_cache_bytes(2) >> 10} KiB" in text
+    assert f"last-level cache of {sysfs_cache_bytes(3) >> 20} MiB" in text
