@@ -12,9 +12,8 @@ namespace xattn::core {
 struct CpuProfile {
   std::string name;           // e.g. "AMD Zen 4", "Intel Sapphire/Emerald Rapids"
   int family = 0, model = 0;  // CPUID's display family and model
-  // 512-bit FMA pipes per core, as the vendor documents them (0: none or unknown). Informational:
-  // the
-  // register blocking fills the vector registers either way.
+  // 512-bit FMA pipes per core, as the vendor documents them (0: none or unknown).
+  // Informational: the register blocking fills the vector registers either way.
   int fma512_pipes = 0;
   // Whether AVX-512 BF16 dot products (vdpbf16ps) outrun two f32 FMAs per bf16 pair: on Zen 4
   // and Zen 5 they run at the FMA rate with twice the products; on Intel's Xeons only one
