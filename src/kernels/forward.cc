@@ -415,17 +415,23 @@ void Forward(const Problem& p) {
   }
 }
 
-void VectorExpArray(const float* in, float* out, int64_t n) {
+template <bool kNonPositive>
+void VectorExpOf(const float* in, float* out, int64_t n) {
   const hn::ScalableTag<float> df;
   const int64_t N = lanes();
   int64_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(VectorExp(df, hn::LoadU(df, in + i)), df, out + i);
+  for (; i + N <= n; i += N)
+    hn::StoreU(VectorExp<kNonPositive>(df, hn::LoadU(df, in + i)), df, out + i);
   if (i < n) {
     alignas(64) float tail[64] = {};  // more than any target's lanes
     std::copy(in + i, in + n, tail);
-    hn::Store(VectorExp(df, hn::Load(df, tail)), df, tail);
+    hn::Store(VectorExp<kNonPositive>(df, hn::Load(df, tail)), df, tail);
     std::copy(tail, tail + (n - i), out + i);
   }
+}
+
+void VectorExpArray(const float* in, float* out, int64_t n, bool non_positive) {
+  non_positive ? VectorExpOf<true>(in, out, n) : VectorExpOf<false>(in, out, n);
 }
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
@@ -459,8 +465,8 @@ HWY_EXPORT(HasBf16Dot);
 HWY_EXPORT(ForwardTiles);
 
 void run_forward(const core::Problem& p) { HWY_DYNAMIC_DISPATCH(Forward)(p); }
-void vector_exp(const float* in, float* out, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(VectorExpArray)(in, out, n);
+void vector_exp(const float* in, float* out, int64_t n, bool non_positive) {
+  HWY_DYNAMIC_DISPATCH(VectorExpArray)(in, out, n, non_positive);
 }
 const char* dispatched_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 std::string dispatched_forward_tiles() { return HWY_DYNAMIC_DISPATCH(ForwardTiles)(); }

@@ -12,8 +12,9 @@ namespace xattn::kernels {
 // Computes every output `p` asks for. `p` has been validated.
 void run_forward(const core::Problem& p);
 
-// The vectorised exp of the dispatched target, exposed for its accuracy test.
-void vector_exp(const float* in, float* out, int64_t n);
+// The vectorised exp of the dispatched target, exposed for its accuracy test; non_positive: the
+// softmax's form, for x <= 0 only.
+void vector_exp(const float* in, float* out, int64_t n, bool non_positive = false);
 
 // Name of the target the kernels dispatch to now.
 const char* dispatched_target_name();

@@ -33,33 +33,43 @@ namespace exp_detail {
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kMinX = -87.3365448f;  // below: result under FLT_MIN, flushed to 0
 
-// round(x·log2 e) as a float.
+// x·log2 e + 1.5·2^23: its rounding leaves n = round(x·log2 e) in the low bits of the mantissa
+// (exact for |x·log2 e| < 2^22); subtracting 1.5·2^23 again gives n as a float.
 template <class D, class V = hn::Vec<D>>
-HWY_INLINE V RoundedLog2(D d, V x) {
-  const V shift = hn::Set(d, 12582912.0f);  // 1.5·2^23
-  return hn::Sub(hn::MulAdd(x, hn::Set(d, kLog2e), shift), shift);
+HWY_INLINE V ShiftedLog2(D d, V x) {
+  return hn::MulAdd(x, hn::Set(d, kLog2e), hn::Set(d, 12582912.0f));
 }
 
-// p·2^n, and 0 where x < kMinX (NaN x keeps the NaN p carries). n is in [-126, 128] wherever
-// x is in range.
-template <class D, class V = hn::Vec<D>>
-HWY_INLINE V ScaleOrFlush(D d, V p, V n, V x) {
+// p·2^n, and 0 where x < kMinX (NaN x keeps the NaN p carries), from n = round(x·log2 e) and
+// shifted = ShiftedLog2(x). n is in [-126, 128] wherever x is in range; kNonPositive: x <= 0,
+// so n <= 0.
+template <bool kNonPositive, class D, class V = hn::Vec<D>>
+HWY_INLINE V ScaleOrFlush(D d, V p, V n, V shifted, V x) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
   // vscalefps: p·2^n in one instruction, exact, zeroed under the mask in the same instruction.
   static_assert(sizeof(hn::VFromD<D>) == 64, "the AVX-512 form takes whole 16-float vectors");
-  (void)d;
+  (void)d, (void)shifted;
   const __mmask16 keep = _mm512_cmp_ps_mask(x.raw, _mm512_set1_ps(kMinX), _CMP_NLT_UQ);
   return V{_mm512_maskz_scalef_ps(keep, p.raw, n.raw)};
 #else
+  const hn::RebindToSigned<D> di;
+  const auto flush = hn::Lt(x, hn::Set(d, kMinX));
+  if constexpr (kNonPositive) {
+    // n in [-126, 0] wherever the result is kept: 2^n is one float, whose exponent field
+    // n + 127 comes from shifted's low bits (its other bits shift out) in two integer
+    // instructions, five fewer than converting n and splitting the power.
+    (void)n;
+    const auto exponent = hn::Add(hn::ShiftLeft<23>(hn::BitCast(di, shifted)), hn::Set(di, 127 << 23));
+    return hn::IfThenZeroElse(flush, hn::Mul(p, hn::BitCast(d, exponent)));
+  }
   // 2^n from the exponent bits. At n = 128 (x just under the overflow bound) split the power as
   // 2^(n-1)·2 so the exponent field does not overflow.
-  const hn::RebindToSigned<D> di;
   const auto ni = hn::ConvertTo(di, n);
   const auto half_n = hn::ShiftRight<1>(ni);
   const V scale_a = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(half_n, hn::Set(di, 127))));
   const V scale_b =
       hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::Sub(ni, half_n), hn::Set(di, 127))));
-  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, kMinX)), hn::Mul(hn::Mul(p, scale_a), scale_b));
+  return hn::IfThenZeroElse(flush, hn::Mul(hn::Mul(p, scale_a), scale_b));
 #endif
 }
 
@@ -69,7 +79,8 @@ HWY_INLINE V ScaleOrFlush(D d, V p, V n, V x) {
 // left out.
 template <bool kNonPositive = false, class D, class V = hn::Vec<D>>
 HWY_INLINE V VectorExp(D d, V x) {
-  const V n = exp_detail::RoundedLog2(d, x);
+  const V shifted = exp_detail::ShiftedLog2(d, x);
+  const V n = hn::Sub(shifted, hn::Set(d, 12582912.0f));
   V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), x);  // 9 significant bits: n·ln2_hi is exact
   r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
   // Horner: q(r), then (q·r + 1)·r + 1.
@@ -80,7 +91,7 @@ HWY_INLINE V VectorExp(D d, V x) {
   p = hn::MulAdd(p, r, hn::Set(d, 0.4999999403953552f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  const V y = exp_detail::ScaleOrFlush(d, p, n, x);
+  const V y = exp_detail::ScaleOrFlush<kNonPositive>(d, p, n, shifted, x);
   if constexpr (kNonPositive) return y;
   return hn::IfThenElse(hn::Gt(x, hn::Set(d, 88.7228391f)), hn::Set(d, __builtin_inff()), y);
 }

@@ -42,6 +42,30 @@ TEST(VectorExp, AtMostTwoUlpOverTheNormalRangeOnEveryTarget) {
   force_simd_target("");
 }
 
+// The softmax's exp (x <= 0 only) builds 2^n its own way on targets without vscalefps; it must
+// give the general exp's bits, including where results are subnormal or flushed.
+TEST(VectorExp, NonPositiveFormMatchesTheGeneralBitForBitOnEveryTarget) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {0.0f, -0.0f, -1e-30f, -87.3365448f, -87.3365479f, -87.4f, -103.0f,
+                          -200.0f, -inf, std::nanf("")};
+  const size_t nan_at = x.size() - 1;
+  for (double v = -90.0; v <= 0.0; v += 0.000913) x.push_back(static_cast<float>(v));
+  std::vector<float> general(x.size()), non_positive(x.size());
+  for (const std::string& target : available_simd_targets()) {
+    force_simd_target(target);
+    kernels::vector_exp(x.data(), general.data(), static_cast<int64_t>(x.size()));
+    kernels::vector_exp(x.data(), non_positive.data(), static_cast<int64_t>(x.size()), true);
+    int64_t differ = 0;
+    float first = 0;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (std::memcmp(&general[i], &non_positive[i], sizeof(float)) != 0 && differ++ == 0)
+        first = x[i];
+    EXPECT_EQ(differ, 0) << target << ", first at x = " << first;
+    EXPECT_TRUE(std::isnan(non_positive[nan_at])) << target;
+  }
+  force_simd_target("");
+}
+
 TEST(VectorExp, SpecialValues) {
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> x = {-inf, inf, std::nanf(""), -200.0f, 200.0f, -88.0f};
