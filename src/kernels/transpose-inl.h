@@ -3,7 +3,8 @@
 // Element by element they cost one load and one store each, which made packing and unpacking a
 // third of the time for items with few keys (sd-unet-xattn: 77 keys, D = 40). On AVX-512 a
 // block of 16 rows × 16 columns is transposed in registers instead: 64 shuffles for 256
-// elements; on AVX2 one of 8 × 8, 24 shuffles for 64 (sd-unet-xattn: 0.9x the time on a Zen 3).
+// elements; on AVX2 one of 8 × 8, 24 shuffles for 64 (sd-unet-xattn: 0.90x the time on a Zen 3,
+// with plain loads and stores for whole vectors: masked ones made it 1.06x).
 // Other targets keep the element loop.
 
 #if defined(XATTN_KERNELS_TRANSPOSE_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -95,8 +96,9 @@ inline void pack_transposed(const float* const* rows, int64_t n, int64_t c0, int
     constexpr int64_t N = hn::MaxLanes(DF());
     VF v[N];
     for (int64_t r = 0; r < N; ++r)
-      v[r] = r < n ? hn::Mul(hn::Set(df, scale), hn::MaskedLoad(valid, df, rows[r] + c0))
-                   : hn::Zero(df);
+      v[r] = r >= n   ? hn::Zero(df)
+             : nc == N ? hn::Mul(hn::Set(df, scale), hn::LoadU(df, rows[r] + c0))
+                       : hn::Mul(hn::Set(df, scale), hn::MaskedLoad(valid, df, rows[r] + c0));
     transpose_square(v);
     for (int64_t c = 0; c < nc; ++c) hn::StoreU(v[c], df, dst + c * ldd);
   }
@@ -121,7 +123,9 @@ inline void unpack_transposed(const float* src, int64_t lds, const float* factor
       v[c] = c < nc ? hn::Mul(hn::LoadU(df, src + c * lds), f) : hn::Zero(df);
     transpose_square(v);
     const auto valid = hn::FirstN(df, static_cast<size_t>(nc));
-    for (int64_t r = 0; r < n; ++r) hn::BlendedStore(v[r], valid, df, rows[r] + c0);
+    // Whole vectors stored plainly: masked stores are slow on AMD (vmaskmovps).
+    for (int64_t r = 0; r < n; ++r)
+      nc == N ? hn::StoreU(v[r], df, rows[r] + c0) : hn::BlendedStore(v[r], valid, df, rows[r] + c0);
   }
 #else
   for (int64_t r = 0; r < n; ++r)
