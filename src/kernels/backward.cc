@@ -664,7 +664,7 @@ void Backward(const BackwardProblem& bp) {
 }
 
 std::string BackwardTiles() {
-  return "backward up to " + std::to_string(4 * lanes()) + " query rows x " +
+  return "backward up to " + std::to_string(kTileRowVecs * lanes()) + " query rows x " +
          std::to_string(kKeyBlock) + " keys per tile pair (each tile over all key blocks when a " +
          "head's keys take less room than its rows and at most " +
          std::to_string(core::cpu_profile().l2_bytes / 4 >> 10) + " KiB, a quarter of L2)";

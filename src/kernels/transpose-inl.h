@@ -125,7 +125,8 @@ inline void unpack_transposed(const float* src, int64_t lds, const float* factor
     const auto valid = hn::FirstN(df, static_cast<size_t>(nc));
     // Whole vectors stored plainly: masked stores are slow on AMD (vmaskmovps).
     for (int64_t r = 0; r < n; ++r)
-      nc == N ? hn::StoreU(v[r], df, rows[r] + c0) : hn::BlendedStore(v[r], valid, df, rows[r] + c0);
+      nc == N ? hn::StoreU(v[r], df, rows[r] + c0)
+              : hn::BlendedStore(v[r], valid, df, rows[r] + c0);
   }
 #else
   for (int64_t r = 0; r < n; ++r)

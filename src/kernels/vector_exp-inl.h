@@ -32,12 +32,13 @@ namespace exp_detail {
 
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kMinX = -87.3365448f;  // below: result under FLT_MIN, flushed to 0
+constexpr float kShift = 12582912.0f;   // 1.5·2^23
 
 // x·log2 e + 1.5·2^23: its rounding leaves n = round(x·log2 e) in the low bits of the mantissa
 // (exact for |x·log2 e| < 2^22); subtracting 1.5·2^23 again gives n as a float.
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V ShiftedLog2(D d, V x) {
-  return hn::MulAdd(x, hn::Set(d, kLog2e), hn::Set(d, 12582912.0f));
+  return hn::MulAdd(x, hn::Set(d, kLog2e), hn::Set(d, kShift));
 }
 
 // p·2^n, and 0 where x < kMinX (NaN x keeps the NaN p carries), from n = round(x·log2 e) and
@@ -59,7 +60,8 @@ HWY_INLINE V ScaleOrFlush(D d, V p, V n, V shifted, V x) {
     // n + 127 comes from shifted's low bits (its other bits shift out) in two integer
     // instructions, five fewer than converting n and splitting the power.
     (void)n;
-    const auto exponent = hn::Add(hn::ShiftLeft<23>(hn::BitCast(di, shifted)), hn::Set(di, 127 << 23));
+    const auto exponent =
+        hn::Add(hn::ShiftLeft<23>(hn::BitCast(di, shifted)), hn::Set(di, 127 << 23));
     return hn::IfThenZeroElse(flush, hn::Mul(p, hn::BitCast(d, exponent)));
   }
   // 2^n from the exponent bits. At n = 128 (x just under the overflow bound) split the power as
@@ -80,7 +82,7 @@ HWY_INLINE V ScaleOrFlush(D d, V p, V n, V shifted, V x) {
 template <bool kNonPositive = false, class D, class V = hn::Vec<D>>
 HWY_INLINE V VectorExp(D d, V x) {
   const V shifted = exp_detail::ShiftedLog2(d, x);
-  const V n = hn::Sub(shifted, hn::Set(d, 12582912.0f));
+  const V n = hn::Sub(shifted, hn::Set(d, exp_detail::kShift));
   V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), x);  // 9 significant bits: n·ln2_hi is exact
   r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
   // Horner: q(r), then (q·r + 1)·r + 1.
