@@ -53,20 +53,22 @@ HWY_INLINE V ScaleOrFlush(D d, V p, V n, V shifted, V x) {
   const __mmask16 keep = _mm512_cmp_ps_mask(x.raw, _mm512_set1_ps(kMinX), _CMP_NLT_UQ);
   return V{_mm512_maskz_scalef_ps(keep, p.raw, n.raw)};
 #else
+  (void)n;  // taken from shifted's bits instead
   const hn::RebindToSigned<D> di;
   const auto flush = hn::Lt(x, hn::Set(d, kMinX));
   if constexpr (kNonPositive) {
     // n in [-126, 0] wherever the result is kept: 2^n is one float, whose exponent field
     // n + 127 comes from shifted's low bits (its other bits shift out) in two integer
-    // instructions, five fewer than converting n and splitting the power.
-    (void)n;
+    // instructions, where splitting the power takes eight.
     const auto exponent =
         hn::Add(hn::ShiftLeft<23>(hn::BitCast(di, shifted)), hn::Set(di, 127 << 23));
     return hn::IfThenZeroElse(flush, hn::Mul(p, hn::BitCast(d, exponent)));
   }
   // 2^n from the exponent bits. At n = 128 (x just under the overflow bound) split the power as
-  // 2^(n-1)·2 so the exponent field does not overflow.
-  const auto ni = hn::ConvertTo(di, n);
+  // 2^(n-1)·2 so the exponent field does not overflow. n as an integer from shifted's bits
+  // (1.5·2^23 + n): converting the float n would be undefined for NaN and ±inf on the scalar
+  // targets (UBSan), and is no cheaper.
+  const auto ni = hn::Sub(hn::BitCast(di, shifted), hn::BitCast(di, hn::Set(d, kShift)));
   const auto half_n = hn::ShiftRight<1>(ni);
   const V scale_a = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(half_n, hn::Set(di, 127))));
   const V scale_b =
