@@ -17,6 +17,7 @@
 #define XATTN_KERNELS_TILE_KERNELS_INL_H_
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -148,39 +149,49 @@ HWY_INLINE void qk_tile(const float* HWY_RESTRICT qt, int64_t br, const float* H
 // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN;
 // boundary tiles need it because masked keys have p = 0 and their values must not be read
 // into the arithmetic (0·NaN is NaN).
+// Each block of value columns passes over all the keys, reading a few floats of every V row; the
+// keys go in chunks whose V rows fit in half of L1, so that those passes find them there (a tile
+// of 128 rows of 64 floats alone fills a 32 KiB L1). The sums run over the keys in the same
+// order, so the bits do not depend on the chunks.
 template <int kRowVecs, bool kSkipZero>
 HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_RESTRICT alpha,
                         const float* HWY_RESTRICT pt, const float* HWY_RESTRICT v, int64_t ldv,
                         int64_t nk, int64_t value_dim) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
-    constexpr int kCols = decltype(cols)::value;
-    VF acc[kCols][kRowVecs];
-    for (int r = 0; r < kRowVecs; ++r) {
-      const VF a = hn::Load(df, alpha + r * N);
-      for (int j = 0; j < kCols; ++j)
-        acc[j][r] = hn::Mul(a, hn::Load(df, acct + (e0 + j) * br + r * N));
-    }
-    for (int64_t c = 0; c < nk; ++c) {
-      VF p[kRowVecs];
-      for (int r = 0; r < kRowVecs; ++r) p[r] = hn::Load(df, pt + c * br + r * N);
-      const float* vrow = v + c * ldv + e0;
-      for (int j = 0; j < kCols; ++j) {
-        const VF vb = hn::Set(df, vrow[j]);
-        for (int r = 0; r < kRowVecs; ++r) {
-          if constexpr (kSkipZero) {
-            acc[j][r] = hn::IfThenElse(hn::Ne(p[r], hn::Zero(df)),
-                                       hn::MulAdd(p[r], vb, acc[j][r]), acc[j][r]);
-          } else {
-            acc[j][r] = hn::MulAdd(p[r], vb, acc[j][r]);
+  constexpr int64_t kChunkBytes = 16 * 1024;
+  const int64_t chunk = std::max<int64_t>(kChunkBytes / (value_dim * sizeof(float)), 8);
+  for (int64_t c0 = 0; c0 < nk; c0 += chunk) {
+    const int64_t c1 = std::min(nk, c0 + chunk);
+    for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
+      constexpr int kCols = decltype(cols)::value;
+      VF acc[kCols][kRowVecs];
+      for (int r = 0; r < kRowVecs; ++r) {
+        const VF a = c0 == 0 ? hn::Load(df, alpha + r * N) : hn::Set(df, 1.0f);
+        for (int j = 0; j < kCols; ++j)
+          acc[j][r] = hn::Mul(a, hn::Load(df, acct + (e0 + j) * br + r * N));
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        VF p[kRowVecs];
+        for (int r = 0; r < kRowVecs; ++r) p[r] = hn::Load(df, pt + c * br + r * N);
+        const float* vrow = v + c * ldv + e0;
+        for (int j = 0; j < kCols; ++j) {
+          const VF vb = hn::Set(df, vrow[j]);
+          for (int r = 0; r < kRowVecs; ++r) {
+            if constexpr (kSkipZero) {
+              acc[j][r] = hn::IfThenElse(hn::Ne(p[r], hn::Zero(df)),
+                                         hn::MulAdd(p[r], vb, acc[j][r]), acc[j][r]);
+            } else {
+              acc[j][r] = hn::MulAdd(p[r], vb, acc[j][r]);
+            }
           }
         }
       }
-    }
-    for (int j = 0; j < kCols; ++j)
-      for (int r = 0; r < kRowVecs; ++r) hn::Store(acc[j][r], df, acct + (e0 + j) * br + r * N);
-  });
+      for (int j = 0; j < kCols; ++j)
+        for (int r = 0; r < kRowVecs; ++r)
+          hn::Store(acc[j][r], df, acct + (e0 + j) * br + r * N);
+    });
+  }
 }
 
 // Whether rows [0, n) of width `width` (row stride ld) hold only finite values.
