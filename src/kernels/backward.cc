@@ -69,6 +69,13 @@ constexpr ALayout kByColumn = ALayout::kByColumn, kByDepth = ALayout::kByDepth;
 // of 64 on self-2k-d64 and perceiver-encode (one thread, an Intel Xeon); 96 and 192 were slower.
 constexpr int64_t kKeyBlock = 128;
 
+// Row vectors per tile: 64 rows with 32 registers, as many with 16 (8 vectors of 8). The rows
+// are the depth of the dK and dV products, which load and store the block's sums once per tile
+// pair, so deeper tiles move them less; the products with the rows in the lanes take them
+// kTileRowVecs at a time (by_register_rows). On a Zen 3 (AVX2), tiles of 8 vectors took
+// 0.92-0.96x the backward's time of tiles of 2 (kTileRowVecs) at one thread, 0.85-0.93x at two.
+constexpr int kBwdTileVecs = kVectorRegisters == 32 ? 4 : 8;
+
 float lse_of(const Problem& p, int64_t b, int64_t h, int64_t i) {
   return static_cast<const float*>(p.lse.data)[p.lse.offset(b, h, p.sequences[b].q_start + i, 0)];
 }
@@ -169,7 +176,7 @@ struct RowTiles {
   void plan(const Problem& p, int64_t b_, int64_t hk_, bool one_at_a_time) {
     const int64_t N = lanes();
     b = b_, hk = hk_, rows = p.sequences[b].q_rows * p.group_size();
-    br = rows <= N ? N : rows <= 2 * N ? 2 * N : kTileRowVecs * N;
+    br = rows <= N ? N : rows <= 2 * N ? 2 * N : kBwdTileVecs * N;
     tiles = (rows + br - 1) / br;
     few = 2 * rows <= N;
     D = padded(p.head_dim), Dv = padded(p.value_dim);
@@ -377,6 +384,18 @@ void add_products(const float* a, int64_t lda, const float* b, int64_t ldb, int6
   }
 }
 
+// Calls fn(integral_constant<int, V>(), v0) for a tile's kVecs row vectors in slices of at most
+// kTileRowVecs from vector v0: the products with the rows in the lanes keep that many in
+// registers, however many the tile has.
+template <int kVecs, int kFrom = 0, class Fn>
+HWY_INLINE void by_register_rows(const Fn& fn) {
+  if constexpr (kFrom < kVecs) {
+    constexpr int kCount = std::min(kTileRowVecs, kVecs - kFrom);
+    fn(std::integral_constant<int, kCount>(), kFrom);
+    by_register_rows<kVecs, kFrom + kCount>(fn);
+  }
+}
+
 // Outᵀ[c][r] = Σ_d X[r][d]·Y[c][d] for the rows r < rows (at most 8) of a few-rows tile (X
 // = scaled Q and Y = K for the scores, X = dout and Y = V for dP), with the head dimension in
 // the lanes, N keys at a time; the rows of X and Y are ld whole vectors.
@@ -466,7 +485,9 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
 
   std::optional<Scope> scope(std::in_place, profile::kBwdScores);
   if (rt.few) few_rows_products(rt.qs(t), D, rows, br, kb.k, kb.ldk, nk, s.sums, s.st);
-  else qk_tile<kVecs>(rt.qt(t), br, kb.k, kb.ldk, nk, p.head_dim, s.st);
+  else by_register_rows<kVecs>([&](auto vecs, int64_t v0) {
+    qk_tile<vecs()>(rt.qt(t) + v0 * N, br, kb.k, kb.ldk, nk, p.head_dim, s.st + v0 * N);
+  });
   const bool capped = p.softcap > 0;
   if (capped) softcap_with_slope(s.st, s.slope, nk * br, p.softcap);
   const bool dmask = want.dmask && p.mask.present();
@@ -482,7 +503,9 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
     }
   }
   if (rt.few) few_rows_products(rt.dos(t), Dv, rows, br, kb.v, kb.ldv, nk, s.sums, s.dpt);
-  else qk_tile<kVecs>(rt.dot(t), br, kb.v, kb.ldv, nk, p.value_dim, s.dpt);
+  else by_register_rows<kVecs>([&](auto vecs, int64_t v0) {
+    qk_tile<vecs()>(rt.dot(t) + v0 * N, br, kb.v, kb.ldv, nk, p.value_dim, s.dpt + v0 * N);
+  });
   scope.emplace(profile::kBwdGradients);
   probabilities_and_gradients<kVecs>(s.st, s.dpt, capped ? s.slope : nullptr, rt.base(t),
                                      rt.delta(t), br, nk, dmask ? s.mask_t : nullptr);
@@ -515,11 +538,14 @@ void tile_pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBloc
     else
       add_products<kByDepth, Skip::kNone>(s.dpt, br, kb.k, kb.ldk, rows, nk, rt.dqt(t), D, D / N);
   } else if (want.queries) {
-    if (boundary && !kb.finite)
-      broadcast_tile<kVecs, kByDepth, Skip::kZeroB>(kb.k, kb.ldk, s.dpt, br, p.head_dim, nk,
-                                                    rt.dqt(t), br);
-    else
-      broadcast_tile<kVecs, kByDepth>(kb.k, kb.ldk, s.dpt, br, p.head_dim, nk, rt.dqt(t), br);
+    by_register_rows<kVecs>([&](auto vecs, int64_t v0) {
+      float* dqt = rt.dqt(t) + v0 * N;
+      if (boundary && !kb.finite)
+        broadcast_tile<vecs(), kByDepth, Skip::kZeroB>(kb.k, kb.ldk, s.dpt + v0 * N, br,
+                                                       p.head_dim, nk, dqt, br);
+      else
+        broadcast_tile<vecs(), kByDepth>(kb.k, kb.ldk, s.dpt + v0 * N, br, p.head_dim, nk, dqt, br);
+    });
   }
 }
 
@@ -533,7 +559,11 @@ void pair(const BackwardProblem& bp, RowTiles& rt, int64_t t, const KeyBlock& kb
     case 1: return tile_pair<1>(bp, rt, t, kb, s, want);
     case 2: return tile_pair<2>(bp, rt, t, kb, s, want);
     case 3: return tile_pair<3>(bp, rt, t, kb, s, want);
-    default: return tile_pair<4>(bp, rt, t, kb, s, want);
+    case 4: return tile_pair<4>(bp, rt, t, kb, s, want);
+    case 5: return tile_pair<5>(bp, rt, t, kb, s, want);
+    case 6: return tile_pair<6>(bp, rt, t, kb, s, want);
+    case 7: return tile_pair<7>(bp, rt, t, kb, s, want);
+    default: return tile_pair<8>(bp, rt, t, kb, s, want);
   }
 }
 
@@ -664,7 +694,7 @@ void Backward(const BackwardProblem& bp) {
 }
 
 std::string BackwardTiles() {
-  return "backward up to " + std::to_string(kTileRowVecs * lanes()) + " query rows x " +
+  return "backward up to " + std::to_string(kBwdTileVecs * lanes()) + " query rows x " +
          std::to_string(kKeyBlock) + " keys per tile pair (each tile over all key blocks when a " +
          "head's keys take less room than its rows and at most " +
          std::to_string(core::cpu_profile().l2_bytes / 4 >> 10) + " KiB, a quarter of L2)";
