@@ -3,6 +3,7 @@
 // different costs, e.g. under causal masks). Results never depend on which thread runs an item.
 // The first exception thrown by any item is rethrown on the calling thread.
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -19,7 +20,10 @@ template <class Body>
 void parallel_for(int64_t n, int threads, const Body& body) {
   std::exception_ptr error;
   std::mutex error_mutex;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1 && threads > 1)
+  // Items are taken a few at a time where there are many, each take being an atomic on a line
+  // the threads share; the last takes are still small next to a thread's share.
+  const int64_t chunk = std::max<int64_t>(1, n / (int64_t{threads} * 32));
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads) if (n > 1 && threads > 1)
   for (int64_t i = 0; i < n; ++i) {
     try {
       body(i);
