@@ -160,7 +160,8 @@ HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_R
   const DF df;
   const size_t N = hn::Lanes(df);
   constexpr int64_t kChunkBytes = 16 * 1024;
-  const int64_t chunk = std::max<int64_t>(kChunkBytes / (value_dim * sizeof(float)), 8);
+  const int64_t row_bytes = std::max<int64_t>(value_dim, 1) * sizeof(float);
+  const int64_t chunk = std::max<int64_t>(kChunkBytes / row_bytes, 8);
   for (int64_t c0 = 0; c0 < nk; c0 += chunk) {
     const int64_t c1 = std::min(nk, c0 + chunk);
     for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
