@@ -190,9 +190,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "info), or forced on or off (default auto)",
                   "auto|on|off");
   add_text_option(bench, "--kv-prefetch", o.kv_prefetch,
-                  "decoder steps prefetch K and V a key tile ahead: the CPU's rule (for groups "
-                  "of rows, where K and V exceed the last-level cache; see xattn info), or forced "
-                  "on or off (default auto)",
+                  "decoder steps stream K and V (up to 8 rows in the decode layout, groups of "
+                  "rows prefetching a key tile ahead): the CPU's rule (where K and V exceed the "
+                  "last-level cache; see xattn info), or forced on or off (default auto)",
                   "auto|on|off");
   bench->add_flag("--profile", o.profile,
                   "also measure each kernel stage's share of the time (packing, scores, softmax, "

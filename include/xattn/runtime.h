@@ -40,10 +40,11 @@ void force_bf16_dot_products(const std::string& mode);
 // tests and benchmarks, as force_bf16_dot_products; throws xattn::Error for any other mode.
 void force_key_chunks(const std::string& mode);
 
-// Where a decoder step's K and V exceed the last-level cache and a kv head serves several query
-// rows, the forward prefetches them a key tile ahead. Forces that choice: "on" (always, for
-// several rows), "off" (never), or "auto". For tests and benchmarks, as
-// force_bf16_dot_products; throws xattn::Error for any other mode.
+// Where a decoder step's K and V exceed the last-level cache, the forward streams them: items of
+// up to 8 query rows take the decode layout (head dimension in the lanes), and where a kv head
+// serves several rows it prefetches K and V a key tile ahead. Forces that choice: "on" (always),
+// "off" (never), or "auto". For tests and benchmarks, as force_bf16_dot_products; throws
+// xattn::Error for any other mode.
 void force_kv_prefetch(const std::string& mode);
 
 // The tile shapes and register blocks of the SIMD target in use, in words (for `xattn info`).

@@ -58,10 +58,13 @@ TEST(AttentionProperty, KeyChunksMatchOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
-// The decode layout prefetches K and V a key tile ahead where they exceed the last-level cache
-// (hundreds of MiB on some CPUs); forced on, every random case with a few rows runs it, on every
-// target. A prefetch reads nothing into the arithmetic, so the bits are those without it.
-TEST(AttentionProperty, KvPrefetchMatchesOracleAndChangesNoBits) {
+// Where a decoder step's K and V exceed the last-level cache (hundreds of MiB on some CPUs), they
+// stream from memory: items of up to 8 rows take the decode layout however wide the vectors are,
+// and those of several rows prefetch K and V a key tile ahead. Forced on, every random case runs
+// that way, on every target, and must match the oracle. (Not bit for bit what it gives off: on
+// targets of fewer than 16 lanes, items of 3 to 8 rows change layout, which sums in another
+// order.)
+TEST(AttentionProperty, KvStreamingMatchesOracleOnEveryTarget) {
   std::mt19937_64 rng(20261209);
   int failures = 0;
   for (int n = 0; n < kCases / 4; ++n) {
@@ -69,18 +72,14 @@ TEST(AttentionProperty, KvPrefetchMatchesOracleAndChangesNoBits) {
     const reference::Result want = reference::attention(c.ref);
     for (const std::string& target : available_simd_targets()) {
       TargetScope scope(target);
-      force_kv_prefetch("off");
-      const Outputs without = run_xattn(c);
       force_kv_prefetch("on");
       const Outputs with = run_xattn(c);
       force_kv_prefetch("auto");
       const Check check = compare(c, with, want);
-      const bool same =
-          with.out == without.out && with.lse == without.lse && with.weights == without.weights;
-      if ((check.worst_ratio > 1.0 || !same) && ++failures <= 10)
-        ADD_FAILURE() << "case " << n << " on " << target << " with K/V prefetch: "
-                      << c.describe() << "\n  " << (same ? "" : "bits differ from without; ")
-                      << check.where << " (error/tolerance = " << check.worst_ratio << ")";
+      if (check.worst_ratio > 1.0 && ++failures <= 10)
+        ADD_FAILURE() << "case " << n << " on " << target << " with K/V streaming: "
+                      << c.describe() << "\n  " << check.where
+                      << " (error/tolerance = " << check.worst_ratio << ")";
     }
   }
   EXPECT_EQ(failures, 0);
