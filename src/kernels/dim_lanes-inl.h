@@ -250,11 +250,13 @@ struct DimLanes {
   }
 
  private:
-  // Vectors of the value dimension that P·V keeps per row in registers, for all rows: a quarter
-  // of the registers stays for the V vectors and the weight. (With 16 registers, leaving 8 kept
-  // 2 per row for 4 rows; 3 took 0.95x the time on 1,32,8,1,1024,128 and 0.89x on
-  // 1,16,8,1,4096,128, Zen 3.)
-  static constexpr int kChunks = std::clamp((kVectorRegisters * 3 / 4) / kRows, 1, 8);
+  // Rows whose sums P·V keeps in registers at a time, and vectors of the value dimension it keeps
+  // per row: a quarter of the registers stays for the V vectors and the weight. (With 16
+  // registers, leaving 8 kept 2 vectors per row for 4 rows; 3 took 0.95x the time on
+  // 1,32,8,1,1024,128 and 0.89x on 1,16,8,1,4096,128, Zen 3.) With 16 registers, 8 rows go as
+  // two groups of 4 (3 vectors each), not all 8 with 1: 7 loads per 12 FMAs instead of 9 per 8.
+  static constexpr int kGroupRows = kVectorRegisters == 16 ? std::min(kRows, 4) : kRows;
+  static constexpr int kChunks = std::clamp((kVectorRegisters * 3 / 4) / kGroupRows, 1, 8);
 
   // The K or V rows of the tile after the one at c0, to prefetch: only for several rows, whose
   // products per key hide the prefetches. One row streams as fast without them (beyond the
@@ -283,33 +285,38 @@ struct DimLanes {
   // acc[r][e] = alpha[r]·acc[r][e] + Σ_c p[r][c]·V[c][e]     (einsum "rc,ce->re")
   // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN
   // (masked keys must not be read into the arithmetic). The first pass over the keys prefetches
-  // the next tile's V rows.
+  // the next tile's V rows. Groups of kGroupRows rows, those past the item's last row skipped.
   template <bool kSkipZero, typename T>
   static void pv(ItemState& s, const T* v, int64_t ldv, int64_t nk, const RowsAhead& ahead) {
     const DF df;
     constexpr int64_t N = hn::MaxLanes(DF());
     const int64_t ld = padded(s.p->value_dim);
-    for_each_block<kChunks>(ld / N, [&](auto chunks, int64_t j0) {
-      constexpr int kC = decltype(chunks)::value;
-      VF acc[kRows][kC];
-      for (int r = 0; r < kRows; ++r) {
-        const VF a = hn::Set(df, s.alpha[r]);
-        for (int j = 0; j < kC; ++j) acc[r][j] = hn::Mul(a, hn::Load(df, s.acc + r * ld + (j0 + j) * N));
-      }
-      for (int64_t c = 0; c < nk; ++c) {
-        if constexpr (kRows > 1) if (j0 == 0) ahead.prefetch(c);
-        VF vc[kC];
-        for (int j = 0; j < kC; ++j) vc[j] = load_f32(df, v + c * ldv + (j0 + j) * N);
-        for (int r = 0; r < kRows; ++r) {
-          const float pr = s.scores[r * kKeysPerTile + c];
-          if (kSkipZero && pr == 0.0f) continue;
-          const VF weight = hn::Set(df, pr);
-          for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(weight, vc[j], acc[r][j]);
+    for (int64_t g = 0; g < s.rows; g += kGroupRows) {
+      const float* scores = s.scores + g * kKeysPerTile;
+      float* sums = s.acc + g * ld;
+      for_each_block<kChunks>(ld / N, [&](auto chunks, int64_t j0) {
+        constexpr int kC = decltype(chunks)::value;
+        VF acc[kGroupRows][kC];
+        for (int r = 0; r < kGroupRows; ++r) {
+          const VF a = hn::Set(df, s.alpha[g + r]);
+          for (int j = 0; j < kC; ++j)
+            acc[r][j] = hn::Mul(a, hn::Load(df, sums + r * ld + (j0 + j) * N));
         }
-      }
-      for (int r = 0; r < kRows; ++r)
-        for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, s.acc + r * ld + (j0 + j) * N);
-    });
+        for (int64_t c = 0; c < nk; ++c) {
+          if constexpr (kRows > 1) if (g == 0 && j0 == 0) ahead.prefetch(c);
+          VF vc[kC];
+          for (int j = 0; j < kC; ++j) vc[j] = load_f32(df, v + c * ldv + (j0 + j) * N);
+          for (int r = 0; r < kGroupRows; ++r) {
+            const float pr = scores[r * kKeysPerTile + c];
+            if (kSkipZero && pr == 0.0f) continue;
+            const VF weight = hn::Set(df, pr);
+            for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(weight, vc[j], acc[r][j]);
+          }
+        }
+        for (int r = 0; r < kGroupRows; ++r)
+          for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, sums + r * ld + (j0 + j) * N);
+      });
+    }
   }
 };
 
