@@ -167,11 +167,11 @@ HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_R
     for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
       constexpr int kCols = decltype(cols)::value;
       VF acc[kCols][kRowVecs];
-      for (int r = 0; r < kRowVecs; ++r) {
-        const VF a = c0 == 0 ? hn::Load(df, alpha + r * N) : hn::Set(df, 1.0f);
-        for (int j = 0; j < kCols; ++j)
-          acc[j][r] = hn::Mul(a, hn::Load(df, acct + (e0 + j) * br + r * N));
-      }
+      for (int r = 0; r < kRowVecs; ++r)  // the rescale by alpha, once: with the first chunk
+        for (int j = 0; j < kCols; ++j) {
+          const VF sums = hn::Load(df, acct + (e0 + j) * br + r * N);
+          acc[j][r] = c0 == 0 ? hn::Mul(hn::Load(df, alpha + r * N), sums) : sums;
+        }
       for (int64_t c = c0; c < c1; ++c) {
         VF p[kRowVecs];
         for (int r = 0; r < kRowVecs; ++r) p[r] = hn::Load(df, pt + c * br + r * N);
