@@ -284,38 +284,48 @@ struct DimLanes {
 
   // acc[r][e] = alpha[r]·acc[r][e] + Σ_c p[r][c]·V[c][e]     (einsum "rc,ce->re")
   // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN
-  // (masked keys must not be read into the arithmetic). The first pass over the keys prefetches
-  // the next tile's V rows. Groups of kGroupRows rows, those past the item's last row skipped.
+  // (masked keys must not be read into the arithmetic). Groups of kGroupRows rows, those past the
+  // item's last row skipped. Each group and block of value vectors passes over the keys, so where
+  // there are several passes the keys go in chunks whose V rows stay in L1 for all of them
+  // (pv_tile's chunks); the sums run over the keys in the same order whatever the chunks. The first pass over a chunk prefetches the
+  // next tile's V rows of as many keys.
   template <bool kSkipZero, typename T>
   static void pv(ItemState& s, const T* v, int64_t ldv, int64_t nk, const RowsAhead& ahead) {
     const DF df;
     constexpr int64_t N = hn::MaxLanes(DF());
     const int64_t ld = padded(s.p->value_dim);
-    for (int64_t g = 0; g < s.rows; g += kGroupRows) {
-      const float* scores = s.scores + g * kKeysPerTile;
-      float* sums = s.acc + g * ld;
-      for_each_block<kChunks>(ld / N, [&](auto chunks, int64_t j0) {
-        constexpr int kC = decltype(chunks)::value;
-        VF acc[kGroupRows][kC];
-        for (int r = 0; r < kGroupRows; ++r) {
-          const VF a = hn::Set(df, s.alpha[g + r]);
-          for (int j = 0; j < kC; ++j)
-            acc[r][j] = hn::Mul(a, hn::Load(df, sums + r * ld + (j0 + j) * N));
-        }
-        for (int64_t c = 0; c < nk; ++c) {
-          if constexpr (kRows > 1) if (g == 0 && j0 == 0) ahead.prefetch(c);
-          VF vc[kC];
-          for (int j = 0; j < kC; ++j) vc[j] = load_f32(df, v + c * ldv + (j0 + j) * N);
-          for (int r = 0; r < kGroupRows; ++r) {
-            const float pr = scores[r * kKeysPerTile + c];
-            if (kSkipZero && pr == 0.0f) continue;
-            const VF weight = hn::Set(df, pr);
-            for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(weight, vc[j], acc[r][j]);
+    const bool one_pass = s.rows <= kGroupRows && ld / N <= kChunks;
+    const int64_t chunk = one_pass ? nk : std::max<int64_t>(kChunkBytes / (ld * sizeof(T)), 8);
+    for (int64_t c0 = 0; c0 < nk; c0 += chunk) {
+      const int64_t c1 = std::min(nk, c0 + chunk);
+      for (int64_t g = 0; g < s.rows; g += kGroupRows) {
+        const float* scores = s.scores + g * kKeysPerTile;
+        float* sums = s.acc + g * ld;
+        for_each_block<kChunks>(ld / N, [&](auto chunks, int64_t j0) {
+          constexpr int kC = decltype(chunks)::value;
+          VF acc[kGroupRows][kC];
+          for (int r = 0; r < kGroupRows; ++r) {  // the rescale by alpha, with the first chunk
+            const VF a = hn::Set(df, s.alpha[g + r]);
+            for (int j = 0; j < kC; ++j) {
+              const VF sum = hn::Load(df, sums + r * ld + (j0 + j) * N);
+              acc[r][j] = c0 == 0 ? hn::Mul(a, sum) : sum;
+            }
           }
-        }
-        for (int r = 0; r < kGroupRows; ++r)
-          for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, sums + r * ld + (j0 + j) * N);
-      });
+          for (int64_t c = c0; c < c1; ++c) {
+            if constexpr (kRows > 1) if (g == 0 && j0 == 0) ahead.prefetch(c);
+            VF vc[kC];
+            for (int j = 0; j < kC; ++j) vc[j] = load_f32(df, v + c * ldv + (j0 + j) * N);
+            for (int r = 0; r < kGroupRows; ++r) {
+              const float pr = scores[r * kKeysPerTile + c];
+              if (kSkipZero && pr == 0.0f) continue;
+              const VF weight = hn::Set(df, pr);
+              for (int j = 0; j < kC; ++j) acc[r][j] = hn::MulAdd(weight, vc[j], acc[r][j]);
+            }
+          }
+          for (int r = 0; r < kGroupRows; ++r)
+            for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, sums + r * ld + (j0 + j) * N);
+        });
+      }
     }
   }
 };

@@ -153,13 +153,13 @@ HWY_INLINE void qk_tile(const float* HWY_RESTRICT qt, int64_t br, const float* H
 // keys go in chunks whose V rows fit in half of L1, so that those passes find them there (a tile
 // of 128 rows of 64 floats alone fills a 32 KiB L1). The sums run over the keys in the same
 // order, so the bits do not depend on the chunks.
+inline constexpr int64_t kChunkBytes = 16 * 1024;
 template <int kRowVecs, bool kSkipZero>
 HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_RESTRICT alpha,
                         const float* HWY_RESTRICT pt, const float* HWY_RESTRICT v, int64_t ldv,
                         int64_t nk, int64_t value_dim) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  constexpr int64_t kChunkBytes = 16 * 1024;
   const int64_t row_bytes = std::max<int64_t>(value_dim, 1) * sizeof(float);
   const int64_t chunk = std::max<int64_t>(kChunkBytes / row_bytes, 8);
   for (int64_t c0 = 0; c0 < nk; c0 += chunk) {
