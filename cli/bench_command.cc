@@ -232,8 +232,10 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
   print_table_head(os, plan);
   const std::vector<bench::CaseResult> results =
       bench::run_plan(plan, limits, [&](const bench::CaseResult& r) { print_row(os, plan, r); });
+  const std::vector<bench::MachineLimits> limits_after = bench::measure_machine_limits(plan.threads);
+  print_limits_after(os, limits, limits_after);
   print_profiles(os, results);
-  if (o.json) write_text_output("--json", *o.json, to_json(plan, limits, results));
+  if (o.json) write_text_output("--json", *o.json, to_json(plan, limits, limits_after, results));
 }
 
 }  // namespace xattn::cli

@@ -1,6 +1,7 @@
 #include "bench_report.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -110,20 +111,50 @@ nlohmann::ordered_json optional_number(std::optional<double> x) {
   return x ? nlohmann::ordered_json(*x) : nlohmann::ordered_json(nullptr);
 }
 
+void print_limits(std::ostream& os, const std::vector<MachineLimits>& limits) {
+  os << "  threads  f32 FMA GFLOP/s  bf16 dot GFLOP/s  copy GB/s  read GB/s\n";
+  for (const MachineLimits& m : limits) {
+    os << pad(std::to_string(m.threads), 9, false) << pad(rate(m.fma_gflops), 17, false)
+       << pad(m.bf16_gflops ? rate(*m.bf16_gflops) : "n/a", 18, false) << pad(rate(m.copy_gbps), 11, false)
+       << pad(rate(m.read_gbps), 11, false) << "\n";
+  }
+}
+
+nlohmann::ordered_json limits_json(const std::vector<MachineLimits>& limits) {
+  auto array = nlohmann::ordered_json::array();
+  for (const MachineLimits& m : limits) {
+    array.push_back({{"threads", m.threads},
+                     {"fma_gflops", m.fma_gflops},
+                     {"bf16_dot_gflops", optional_number(m.bf16_gflops)},
+                     {"copy_gbps", m.copy_gbps},
+                     {"read_gbps", m.read_gbps}});
+  }
+  return array;
+}
+
 }  // namespace
+
+double limits_change(const std::vector<MachineLimits>& before,
+                     const std::vector<MachineLimits>& after) {
+  double change = 0;
+  const auto compare = [&](double x, double y) { change = std::max(change, std::abs(y / x - 1)); };
+  for (size_t t = 0; t < before.size() && t < after.size(); ++t) {
+    compare(before[t].fma_gflops, after[t].fma_gflops);
+    if (before[t].bf16_gflops && after[t].bf16_gflops)
+      compare(*before[t].bf16_gflops, *after[t].bf16_gflops);
+    compare(before[t].copy_gbps, after[t].copy_gbps);
+    compare(before[t].read_gbps, after[t].read_gbps);
+  }
+  return change;
+}
 
 void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<MachineLimits>& limits) {
   os << "xattn " << version() << " bench · SIMD target " << simd_target() << " · baseline "
      << bench::blas_description() << "\n"
      << "each case: 1 warm-up call, then at least " << plan.min_runs << " calls and " << plan.min_seconds
      << " s; ms per call, median (min..max)\n"
-     << "machine limits, measured in this run:\n"
-     << "  threads  f32 FMA GFLOP/s  bf16 dot GFLOP/s  copy GB/s  read GB/s\n";
-  for (const MachineLimits& m : limits) {
-    os << pad(std::to_string(m.threads), 9, false) << pad(rate(m.fma_gflops), 17, false)
-       << pad(m.bf16_gflops ? rate(*m.bf16_gflops) : "n/a", 18, false) << pad(rate(m.copy_gbps), 11, false)
-       << pad(rate(m.read_gbps), 11, false) << "\n";
-  }
+     << "machine limits, measured in this run:\n";
+  print_limits(os, limits);
   os << "cpu: " << cpu_name() << " · bf16 dot products: " << (bf16_dot_products() ? "yes" : "no")
      << " (" << bf16_dot_reason() << ")\n"
      << "bf16p: bf16 inputs with bf16 probabilities for P·V (AttentionParams::bf16_probabilities)\n"
@@ -133,6 +164,16 @@ void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<Ma
         "speed-up: unfused baseline time / xattn time; K/V GB/s (Lq = 1): K+V bytes / time, %copy and "
         "%read of the bandwidths above (over 100% when K and V fit in cache);\n"
         "max err: max |xattn - baseline| over the output\n\n";
+}
+
+void print_limits_after(std::ostream& os, const std::vector<MachineLimits>& before,
+                        const std::vector<MachineLimits>& after) {
+  os << "\nmachine limits, measured again after the cases:\n";
+  print_limits(os, after);
+  const double change = limits_change(before, after);
+  if (change > kLimitsSettled)
+    os << "they moved by " << rate(100 * change) << "% from the start (other load on the host?): "
+       << "the fractions above may be off by as much; compare the medians of several runs\n";
 }
 
 void print_table_head(std::ostream& os, const BenchPlan& plan) {
@@ -168,6 +209,7 @@ void print_profiles(std::ostream& os, const std::vector<CaseResult>& results) {
 }
 
 std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& limits,
+                    const std::vector<MachineLimits>& limits_after,
                     const std::vector<CaseResult>& results) {
   using json = nlohmann::ordered_json;
   json machine = {{"xattn_version", version()},
@@ -177,14 +219,9 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                   {"tiles", kernel_tiles()},
                   {"blas", bench::blas_description()},
                   {"default_threads", default_num_threads()},
-                  {"limits", json::array()}};
-  for (const MachineLimits& m : limits) {
-    machine["limits"].push_back({{"threads", m.threads},
-                                 {"fma_gflops", m.fma_gflops},
-                                 {"bf16_dot_gflops", optional_number(m.bf16_gflops)},
-                                 {"copy_gbps", m.copy_gbps},
-                                 {"read_gbps", m.read_gbps}});
-  }
+                  {"limits", limits_json(limits)},
+                  {"limits_after", limits_json(limits_after)},
+                  {"limits_change", limits_change(limits, limits_after)}};
   json rows = json::array();
   for (const CaseResult& r : results) {
     const bench::Shape& s = r.shape;

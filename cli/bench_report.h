@@ -15,6 +15,16 @@ namespace xattn::cli {
 void print_machine(std::ostream& os, const bench::BenchPlan& plan,
                    const std::vector<bench::MachineLimits>& limits);
 
+// The limits measured again after the cases, and a warning where any moved by more than
+// kLimitsSettled from the start: a host whose other load changed during the run (a shared
+// machine) makes every fraction of the limits that much less certain.
+inline constexpr double kLimitsSettled = 0.1;
+void print_limits_after(std::ostream& os, const std::vector<bench::MachineLimits>& before,
+                        const std::vector<bench::MachineLimits>& after);
+// The largest relative change |after / before - 1| of any limit at any thread count.
+double limits_change(const std::vector<bench::MachineLimits>& before,
+                     const std::vector<bench::MachineLimits>& after);
+
 // Column headings; which columns appear depends on the plan (thread list, dtypes, baseline).
 void print_table_head(std::ostream& os, const bench::BenchPlan& plan);
 void print_row(std::ostream& os, const bench::BenchPlan& plan, const bench::CaseResult& r);
@@ -22,8 +32,10 @@ void print_row(std::ostream& os, const bench::BenchPlan& plan, const bench::Case
 void print_profiles(std::ostream& os, const std::vector<bench::CaseResult>& results);
 
 // {"machine": {...}, "settings": {...}, "results": [...]}: times in ms, rates in GFLOP/s and
-// GB/s, fractions in [0, 1]; null where a figure does not apply or is unavailable.
+// GB/s, fractions in [0, 1] (of the limits measured before the cases); null where a figure does
+// not apply or is unavailable.
 std::string to_json(const bench::BenchPlan& plan, const std::vector<bench::MachineLimits>& limits,
+                    const std::vector<bench::MachineLimits>& limits_after,
                     const std::vector<bench::CaseResult>& results);
 
 }  // namespace xattn::cli

@@ -56,6 +56,24 @@ def test_machine_limits(smoke):
     assert bf16 is None or positive(bf16)
 
 
+def test_machine_limits_measured_again_after_the_cases(smoke):
+    stdout, doc = smoke
+    machine = doc["machine"]
+    [before], [after] = machine["limits"], machine["limits_after"]
+    assert after["threads"] == 1
+    fields = ["fma_gflops", "copy_gbps", "read_gbps"]
+    for field in fields:
+        assert positive(after[field]), (field, after)
+    assert (after["bf16_dot_gflops"] is None) == (before["bf16_dot_gflops"] is None)
+    if before["bf16_dot_gflops"] is not None:
+        fields.append("bf16_dot_gflops")
+    change = max(abs(after[f] / before[f] - 1) for f in fields)
+    assert machine["limits_change"] == pytest.approx(change)
+    assert "measured again after the cases" in stdout
+    # The warning appears exactly when some limit moved by more than 10%.
+    assert ("they moved by" in stdout) == (change > 0.1)
+
+
 def test_one_result_per_shape_and_dtype(smoke):
     stdout, doc = smoke
     got = [(r["B"], r["Hq"], r["Hkv"], r["Lq"], r["Lk"], r["D"], r["variant"]) for r in doc["results"]]
@@ -134,7 +152,13 @@ def test_table_has_header_and_rows(smoke):
     for column in ["xattn ms", "GFLOP/s", "%peak", "×f32", "base ms", "speed-up", "K/V GB/s",
                    "%copy", "max err"]:
         assert column in lines[head], column
-    assert len(lines) == head + 1 + 6
+    # One row per shape and dtype, then the limits measured again (a heading, the columns and
+    # one thread count) and the warning when they moved.
+    rows = lines[head + 1:head + 7]
+    assert [row.split()[:2] for row in rows] == [
+        [",".join(map(str, s)), v] for s in SHAPES for v in ("f32", "bf16", "bf16p")]
+    assert lines[head + 7:head + 9] == ["", "machine limits, measured again after the cases:"]
+    assert len(lines) - (head + 11) == ("they moved by" in stdout)
 
 
 # --- bad options: exit 2, the option named, nothing measured, no JSON file -----------------------
