@@ -253,10 +253,11 @@ struct DimLanes {
   // Rows whose sums P·V keeps in registers at a time, and vectors of the value dimension it keeps
   // per row: a quarter of the registers stays for the V vectors and the weight. (With 16
   // registers, leaving 8 kept 2 vectors per row for 4 rows; 3 took 0.95x the time on
-  // 1,32,8,1,1024,128 and 0.89x on 1,16,8,1,4096,128, Zen 3.) With 16 registers, 8 rows go as
+  // 1,32,8,1,1024,128 and 0.89x on 1,16,8,1,4096,128, Zen 3; with the keys in chunks too, 2
+  // still took 1.03-1.21x the time of 3 on those and gqa-decode.) With 16 registers, 8 rows go as
   // two groups of 4 (3 vectors each), not all 8 with 1: 7 loads per 12 FMAs instead of 9 per 8.
   static constexpr int kGroupRows = kVectorRegisters == 16 ? std::min(kRows, 4) : kRows;
-  static constexpr int kChunks = std::clamp((kVectorRegisters * 3 / 4) / kGroupRows, 1, 8);
+  static constexpr int kValueVecs = std::clamp((kVectorRegisters * 3 / 4) / kGroupRows, 1, 8);
 
   // The K or V rows of the tile after the one at c0, to prefetch: only for several rows, whose
   // products per key hide the prefetches. One row streams as fast without them (beyond the
@@ -286,23 +287,23 @@ struct DimLanes {
   // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN
   // (masked keys must not be read into the arithmetic). Groups of kGroupRows rows, those past the
   // item's last row skipped. Each group and block of value vectors passes over the keys, so where
-  // there are several passes the keys go in chunks whose V rows stay in L1 for all of them
-  // (pv_tile's chunks); the sums run over the keys in the same order whatever the chunks. The first pass over a chunk prefetches the
-  // next tile's V rows of as many keys.
+  // there are several such passes the keys go in chunks whose V rows stay in L1 for all of them
+  // (keys_per_value_chunk). The first pass over a chunk prefetches the next tile's V rows of as
+  // many keys.
   template <bool kSkipZero, typename T>
   static void pv(ItemState& s, const T* v, int64_t ldv, int64_t nk, const RowsAhead& ahead) {
     const DF df;
     constexpr int64_t N = hn::MaxLanes(DF());
     const int64_t ld = padded(s.p->value_dim);
-    const bool one_pass = s.rows <= kGroupRows && ld / N <= kChunks;
-    const int64_t chunk = one_pass ? nk : std::max<int64_t>(kChunkBytes / (ld * sizeof(T)), 8);
+    const bool one_pass = s.rows <= kGroupRows && ld / N <= kValueVecs;
+    const int64_t chunk = one_pass ? nk : keys_per_value_chunk(ld * sizeof(T));
     for (int64_t c0 = 0; c0 < nk; c0 += chunk) {
       const int64_t c1 = std::min(nk, c0 + chunk);
       for (int64_t g = 0; g < s.rows; g += kGroupRows) {
         const float* scores = s.scores + g * kKeysPerTile;
         float* sums = s.acc + g * ld;
-        for_each_block<kChunks>(ld / N, [&](auto chunks, int64_t j0) {
-          constexpr int kC = decltype(chunks)::value;
+        for_each_block<kValueVecs>(ld / N, [&](auto vecs, int64_t j0) {
+          constexpr int kC = decltype(vecs)::value;
           VF acc[kGroupRows][kC];
           for (int r = 0; r < kGroupRows; ++r) {  // the rescale by alpha, with the first chunk
             const VF a = hn::Set(df, s.alpha[g + r]);

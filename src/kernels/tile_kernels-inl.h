@@ -145,23 +145,28 @@ HWY_INLINE void qk_tile(const float* HWY_RESTRICT qt, int64_t br, const float* H
   });
 }
 
-// AccT[e][r] = alpha[r]·AccT[e][r] + Σ_c V[c][e] · Pt[c][r]     (einsum "ce,cr->er")
+// Keys per chunk of a P·V product (pv_tile, and the decode layout's): each block of value
+// columns passes over all of a tile's keys, reading a few floats of every V row, so the keys go
+// in chunks whose V rows (of row_bytes each) fit in half of L1, where the next block's pass finds
+// them (a tile of 128 rows of 64 floats alone fills a 32 KiB L1). The sums still run over the
+// keys in order, so the bits do not depend on the chunks.
+inline int64_t keys_per_value_chunk(int64_t row_bytes) {
+  constexpr int64_t kChunkBytes = 16 * 1024;
+  return std::max<int64_t>(kChunkBytes / std::max<int64_t>(row_bytes, 1), 8);
+}
+
+// AccT[e][r] = alpha[r]·AccT[e][r] + Σ_c V[c][e] · Pt[c][r]     (einsum "ce,cr->er"), over keys
+// in chunks (keys_per_value_chunk).
 // kSkipZero: a zero probability contributes nothing even when its V row holds Inf or NaN;
 // boundary tiles need it because masked keys have p = 0 and their values must not be read
 // into the arithmetic (0·NaN is NaN).
-// Each block of value columns passes over all the keys, reading a few floats of every V row; the
-// keys go in chunks whose V rows fit in half of L1, so that those passes find them there (a tile
-// of 128 rows of 64 floats alone fills a 32 KiB L1). The sums run over the keys in the same
-// order, so the bits do not depend on the chunks.
-inline constexpr int64_t kChunkBytes = 16 * 1024;
 template <int kRowVecs, bool kSkipZero>
 HWY_INLINE void pv_tile(float* HWY_RESTRICT acct, int64_t br, const float* HWY_RESTRICT alpha,
                         const float* HWY_RESTRICT pt, const float* HWY_RESTRICT v, int64_t ldv,
                         int64_t nk, int64_t value_dim) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  const int64_t row_bytes = std::max<int64_t>(value_dim, 1) * sizeof(float);
-  const int64_t chunk = std::max<int64_t>(kChunkBytes / row_bytes, 8);
+  const int64_t chunk = keys_per_value_chunk(value_dim * sizeof(float));
   for (int64_t c0 = 0; c0 < nk; c0 += chunk) {
     const int64_t c1 = std::min(nk, c0 + chunk);
     for_each_block<columns_per_block<kRowVecs>()>(value_dim, [&](auto cols, int64_t e0) {
