@@ -132,8 +132,10 @@ nlohmann::ordered_json limits_json(const std::vector<MachineLimits>& limits) {
   return array;
 }
 
-}  // namespace
+// Beyond this relative change of a limit during the run, print_limits_after warns.
+constexpr double kLimitsSettled = 0.1;
 
+// The largest relative change |after / before - 1| of any limit at any thread count.
 double limits_change(const std::vector<MachineLimits>& before,
                      const std::vector<MachineLimits>& after) {
   double change = 0;
@@ -147,6 +149,8 @@ double limits_change(const std::vector<MachineLimits>& before,
   }
   return change;
 }
+
+}  // namespace
 
 void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<MachineLimits>& limits) {
   os << "xattn " << version() << " bench · SIMD target " << simd_target() << " · baseline "

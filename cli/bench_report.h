@@ -15,15 +15,11 @@ namespace xattn::cli {
 void print_machine(std::ostream& os, const bench::BenchPlan& plan,
                    const std::vector<bench::MachineLimits>& limits);
 
-// The limits measured again after the cases, and a warning where any moved by more than
-// kLimitsSettled from the start: a host whose other load changed during the run (a shared
-// machine) makes every fraction of the limits that much less certain.
-inline constexpr double kLimitsSettled = 0.1;
+// The limits measured again after the cases, and a warning where any moved by more than 10% from
+// the start: a host whose other load changed during the run (a shared machine) makes every
+// fraction of the limits that much less certain.
 void print_limits_after(std::ostream& os, const std::vector<bench::MachineLimits>& before,
                         const std::vector<bench::MachineLimits>& after);
-// The largest relative change |after / before - 1| of any limit at any thread count.
-double limits_change(const std::vector<bench::MachineLimits>& before,
-                     const std::vector<bench::MachineLimits>& after);
 
 // Column headings; which columns appear depends on the plan (thread list, dtypes, baseline).
 void print_table_head(std::ostream& os, const bench::BenchPlan& plan);
