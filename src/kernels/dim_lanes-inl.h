@@ -255,8 +255,10 @@ struct DimLanes {
   // registers, leaving 8 kept 2 vectors per row for 4 rows; 3 took 0.95x the time on
   // 1,32,8,1,1024,128 and 0.89x on 1,16,8,1,4096,128, Zen 3; with the keys in chunks too, 2
   // still took 1.03-1.21x the time of 3 on those and gqa-decode.) With 16 registers, 8 rows go as
-  // two groups of 4 (3 vectors each), not all 8 with 1: 7 loads per 12 FMAs instead of 9 per 8.
-  static constexpr int kGroupRows = kVectorRegisters == 16 ? std::min(kRows, 4) : kRows;
+  // two groups of 4 (3 vectors each), not all 8 with 1: 7 loads per 12 FMAs instead of 9 per 8;
+  // 6 rows go as two groups of 3 (4 vectors each).
+  static constexpr int kGroupRows =
+      kVectorRegisters == 16 ? (kRows % 4 == 0 ? std::min(kRows, 4) : std::min(kRows, 3)) : kRows;
   static constexpr int kValueVecs = std::clamp((kVectorRegisters * 3 / 4) / kGroupRows, 1, 8);
 
   // The K or V rows of the tile after the one at c0, to prefetch: only for several rows, whose

@@ -372,9 +372,10 @@ void zero_inactive_rows(const Problem& p) {
 }
 
 // Picks the layout for an item: rows in lanes when they fill at least half a vector, else
-// head dimensions in lanes, for 1, 2, 4 or 8 rows. Where K and V stream from memory (`streaming`:
-// prefetch_kv), up to 8 rows take the head dimensions in the lanes however wide the vectors are:
-// that layout prefetches K and V a tile ahead, and reads them in order. (A decoder step of 8 query
+// head dimensions in lanes, for 1, 2, 4, 6 or 8 rows (6, so that 5 or 6 query heads per kv head
+// do not compute 8). Where K and V stream from memory (`streaming`: prefetch_kv), up to 8 rows
+// take the head dimensions in the lanes however wide the vectors are: that layout prefetches K
+// and V a tile ahead, and reads them in order. (A decoder step of 8 query
 // heads per kv head on AVX2, beyond the last-level cache, took 0.74x the time at one thread and
 // 0.78x at two, Zen 3; in cache the rows in lanes compute faster, up to 1.5x with 6 rows.)
 template <class Fn>
@@ -385,6 +386,7 @@ void with_tiles(const WorkItem& w, bool streaming, const Fn& fn) {
   if (rows <= 1) fn(DimLanes<1>());
   else if (rows <= 2) fn(DimLanes<2>());
   else if (rows <= 4) fn(DimLanes<4>());
+  else if (rows <= 6) fn(DimLanes<6>());
   else fn(DimLanes<8>());
 }
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "oracle_util.h"
@@ -16,6 +17,21 @@ class TargetScope {
   explicit TargetScope(const std::string& t) { force_simd_target(t); }
   ~TargetScope() { force_simd_target(""); }
 };
+
+// New Q, K and V values (and default scale) for a random case whose shape a test changed.
+void refill(RandomCase& c, std::mt19937_64& rng) {
+  reference::Problem& p = c.ref;
+  if (c.default_scale) p.scale = 1.0 / std::sqrt(static_cast<double>(p.head_dim));
+  std::normal_distribution<double> normal(0.0, 1.0);
+  auto values = [&](int64_t n) {
+    std::vector<double> x(n);
+    for (double& v : x) v = round_to(c.dtype, normal(rng));
+    return x;
+  };
+  p.q = values(p.batch * p.heads_q * p.q_len * p.head_dim);
+  p.k = values(p.batch * p.heads_kv * p.kv_len * p.head_dim);
+  p.v = values(p.batch * p.heads_kv * p.kv_len * p.value_dim);
+}
 
 TEST(AttentionProperty, RandomConfigurationsMatchOracleOnEveryTarget) {
   const std::vector<std::string> targets = available_simd_targets();
@@ -85,6 +101,35 @@ TEST(AttentionProperty, KvStreamingMatchesOracleOnEveryTarget) {
   EXPECT_EQ(failures, 0);
 }
 
+// Decoder steps of every group size up to 8 query heads per kv head (items of 1 to 8 rows, each
+// row count its own layout instance, some with padding rows) over three key tiles, the last
+// partial, in the streaming layout, on every target.
+TEST(AttentionProperty, DecoderStepsOfEveryGroupSizeMatchOracle) {
+  std::mt19937_64 rng(20261207);
+  int failures = 0;
+  for (int64_t group = 1; group <= 8; ++group) {
+    for (const DType dtype : {DType::kF32, DType::kBF16}) {
+      RandomCase c;
+      c.dtype = c.out_dtype = dtype;
+      reference::Problem& p = c.ref;
+      p.batch = 1, p.heads_kv = 2, p.heads_q = 2 * group, p.q_len = 1, p.kv_len = 300;
+      p.head_dim = 80, p.value_dim = 72;
+      refill(c, rng);
+      const reference::Result want = reference::attention(p);
+      for (const std::string& target : available_simd_targets()) {
+        TargetScope scope(target);
+        force_kv_prefetch("on");
+        const Check check = compare(c, run_xattn(c), want);
+        force_kv_prefetch("auto");
+        if (check.worst_ratio > 1.0 && ++failures <= 10)
+          ADD_FAILURE() << c.describe() << " on " << target << ": " << check.where
+                        << " (error/tolerance = " << check.worst_ratio << ")";
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
 // Where K and V outgrow L2, the items of a kv head run together over chunks of keys (forced on
 // here: chunks of one key tile). Every row meets the same tiles in the same order as in an item
 // run alone, so one thread (runs of several items) and sixteen (an item each) give the same
@@ -103,16 +148,7 @@ TEST(AttentionProperty, ItemsRunTogetherMatchOracleAndGiveTheSameBits) {
     p.value_dim = std::min<int64_t>(p.value_dim, 24);
     const int64_t size = p.batch * p.heads_q * p.q_len * p.kv_len * (p.head_dim + p.value_dim);
     if (size > 40'000'000) continue;  // keep the float64 oracle fast
-    if (c.default_scale) p.scale = 1.0 / std::sqrt(static_cast<double>(p.head_dim));
-    std::normal_distribution<double> normal(0.0, 1.0);
-    auto values = [&](int64_t n) {
-      std::vector<double> x(n);
-      for (double& v : x) v = round_to(c.dtype, normal(rng));
-      return x;
-    };
-    p.q = values(p.batch * p.heads_q * p.q_len * p.head_dim);
-    p.k = values(p.batch * p.heads_kv * p.kv_len * p.head_dim);
-    p.v = values(p.batch * p.heads_kv * p.kv_len * p.value_dim);
+    refill(c, rng);
     ++cases;
     c.threads = 1;
     const Outputs together = run_xattn(c);
