@@ -16,13 +16,23 @@ inline int resolve_threads(int requested) {
   return requested > 0 ? requested : omp_get_max_threads();
 }
 
+// How many consecutive items parallel_for hands a thread at a time: a few where there are many,
+// each take being an atomic on a line the threads share; the last takes are still small next to
+// a thread's share.
+inline int64_t dynamic_chunk(int64_t n, int threads) {
+  return std::max<int64_t>(1, n / (int64_t{threads} * 32));
+}
+
+// Whether parallel_for(n, threads, ...) runs item i + 1 right after item i, on the same thread.
+inline bool runs_next_on_same_thread(int64_t i, int64_t n, int threads) {
+  return i + 1 < n && (threads <= 1 || (i + 1) % dynamic_chunk(n, threads) != 0);
+}
+
 template <class Body>
 void parallel_for(int64_t n, int threads, const Body& body) {
   std::exception_ptr error;
   std::mutex error_mutex;
-  // Items are taken a few at a time where there are many, each take being an atomic on a line
-  // the threads share; the last takes are still small next to a thread's share.
-  const int64_t chunk = std::max<int64_t>(1, n / (int64_t{threads} * 32));
+  const int64_t chunk = dynamic_chunk(n, threads);
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(threads) if (n > 1 && threads > 1)
   for (int64_t i = 0; i < n; ++i) {
     try {

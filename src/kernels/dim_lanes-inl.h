@@ -83,13 +83,20 @@ HWY_INLINE V sum_each(D d, const V* v) {
 class RowsAhead {
  public:
   RowsAhead() = default;  // none
-  // Rows from key `from` of the item's sequence (none past its last key) of operand t.
+  // Rows of operand t from key `from` of the item's sequence, up to the item's last key; from
+  // there on, the first rows of the item the thread runs next (ItemState::next).
   RowsAhead(const ItemState& s, const core::Operand& t, int64_t width, int64_t from) {
-    count_ = s.prefetch_kv ? s.seq->kv_len - from : 0;
+    if (!s.prefetch_kv) return;
+    int64_t b = s.b, kv_head = s.kv_head, row = s.seq->kv_start + from;
+    count_ = s.key_end - from;
+    if (count_ <= 0) {
+      b = s.next.b, kv_head = s.next.kv_head, row = s.next.first;
+      count_ = s.next.count;
+    }
     if (count_ <= 0) return;
     const int64_t size = dtype_size(t.dtype);
     first_ = static_cast<const char*>(
-        core::element_ptr(t.data, t.dtype, t.offset(s.b, s.kv_head, s.seq->kv_start + from, 0)));
+        core::element_ptr(t.data, t.dtype, t.offset(b, kv_head, row, 0)));
     row_bytes_ = ((width - 1) * t.stride[3] + 1) * size;
     stride_bytes_ = t.stride[2] * size;
   }

@@ -176,13 +176,17 @@ void store_result_row(const Problem& p, const ItemState& s, int64_t r, core::Sof
   store_finished_row(p, s, r, st, out_buf, false, stats);
 }
 
-// The item's state with its queries packed, ready for its keys; `prefetch`: prefetch_kv(p).
+// The item's state with its queries packed, ready for its keys; `prefetch`: prefetch_kv(p), and
+// `next` the item the thread runs after this one, if known.
 template <class Tiles>
 void start_item(const Problem& p, const WorkItem& w, ItemState& s, core::ScratchArena& arena,
-                bool prefetch) {
+                bool prefetch, const WorkItem* next) {
   Scope scope(profile::kPackQueries);
   setup_item(p, w, Tiles::padded_rows(), s, arena);
   s.prefetch_kv = prefetch;
+  if (next)
+    s.next = {next->seq, next->kv_head, p.sequences[next->seq].kv_start + next->key_begin,
+              next->key_end - next->key_begin};
   Tiles::pack_queries(s);
   Tiles::begin(s);
 }
@@ -248,9 +252,11 @@ int64_t keys_per_chunk(const Problem& p) {
   return std::max<int64_t>(tiles, 1) * kKeysPerTile;
 }
 
+// `next`: the item the thread runs after these, if known (its first keys are prefetched where
+// an item runs alone and prefetches).
 template <class Tiles>
 void run_items(const Problem& p, const WorkItem* items, int64_t n, const PartialStates& partials,
-               RowStats& stats, bool prefetch) {
+               RowStats& stats, bool prefetch, const WorkItem* next) {
   // Thread-local, not on the stack: under ASan's detect_stack_use_after_return, locals live on a
   // fake stack that does not keep the 64-byte alignment gcc's vector copies of them assume (a
   // copied WorkItem faulted there).
@@ -260,7 +266,7 @@ void run_items(const Problem& p, const WorkItem* items, int64_t n, const Partial
   for (int64_t j = 0; j < n; ++j)
     start_item<Tiles>(p, items[j], states[j],
                       j == 0 ? core::ScratchArena::for_this_thread() : more_arenas[j - 1],
-                      prefetch);
+                      prefetch, n == 1 ? next : nullptr);
   const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
   for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
     for (int64_t j = 0; j < n; ++j)
@@ -404,10 +410,14 @@ void Forward(const Problem& p) {
   zero_inactive_rows(p);
   const std::vector<ItemRun> runs = item_runs(p, plan, threads);
   const bool prefetch = prefetch_kv(p);
-  core::parallel_for(static_cast<int64_t>(runs.size()), threads, [&](int64_t i) {
+  const auto n_runs = static_cast<int64_t>(runs.size());
+  core::parallel_for(n_runs, threads, [&](int64_t i) {
     const WorkItem* items = &plan.items[runs[i].begin];
+    const WorkItem* next = core::runs_next_on_same_thread(i, n_runs, threads)
+                               ? &plan.items[runs[i + 1].begin]
+                               : nullptr;
     with_tiles(items[0], prefetch, [&](auto tiles) {
-      run_items<decltype(tiles)>(p, items, runs[i].count, partials, stats, prefetch);
+      run_items<decltype(tiles)>(p, items, runs[i].count, partials, stats, prefetch, next);
     });
   });
   core::parallel_for(static_cast<int64_t>(plan.merges.size()), threads,

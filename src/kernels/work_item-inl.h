@@ -50,6 +50,12 @@ struct ItemState {
   bool bf16_dot = false;  // Q·Kᵀ from bf16 pairs in place (bf16_dot-inl.h)
   bool bf16_pv = false;   // and P·V from bf16 probabilities (interior tiles of many rows)
   bool prefetch_kv = false;  // the decode layout prefetches K and V a tile ahead (dim_lanes-inl.h)
+  int64_t key_end = 0;       // the item's keys end here, within its sequence
+  // Where those prefetches go past key_end: the first keys of the item the thread runs next, where
+  // that is known (count 0: none).
+  struct NextKeys {
+    int64_t b = 0, kv_head = 0, first = 0, count = 0;  // first: the row of K and V
+  } next;
 
   void carve(core::Carver& c) {
     const int64_t D = padded(p->head_dim), Dv = padded(p->value_dim), K = kKeysPerTile;
@@ -84,6 +90,8 @@ inline void setup_item(const core::Problem& p, const core::WorkItem& w, int64_t 
   s.seq = &p.sequences[w.seq];
   s.b = w.seq;
   s.kv_head = w.kv_head;
+  s.key_end = w.key_end;
+  s.next = {};
   s.rows = w.row_end - w.row_begin;
   s.br = br;
   s.bf16_dot = kHaveBf16Dot && p.q.dtype == DType::kBF16 && p.k.stride[3] == 1 &&
