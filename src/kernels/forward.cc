@@ -381,9 +381,9 @@ void zero_inactive_rows(const Problem& p) {
 // head dimensions in lanes, for 1, 2, 4, 6 or 8 rows (6, so that 5 or 6 query heads per kv head
 // do not compute 8). Where K and V stream from memory (`streaming`: prefetch_kv), up to 8 rows
 // take the head dimensions in the lanes however wide the vectors are: that layout prefetches K
-// and V a tile ahead, and reads them in order. (A decoder step of 8 query
-// heads per kv head on AVX2, beyond the last-level cache, took 0.74x the time at one thread and
-// 0.78x at two, Zen 3; in cache the rows in lanes compute faster, up to 1.5x with 6 rows.)
+// and V a tile ahead, and reads them in order. (A decoder step of 8 query heads per kv head on
+// AVX2, beyond the last-level cache, took 0.74x the time at one thread and 0.78x at two, Zen 3;
+// in cache the rows in lanes compute faster, up to 1.5x with 6 rows.)
 template <class Fn>
 void with_tiles(const WorkItem& w, bool streaming, const Fn& fn) {
   const int64_t rows = w.row_end - w.row_begin;
