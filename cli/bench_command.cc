@@ -4,6 +4,7 @@
 #include "bench_command.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <array>
 #include <optional>
 
@@ -235,7 +236,16 @@ void bench_command(const BenchOptions& o, std::ostream& os) {
   const std::vector<bench::MachineLimits> limits_after = bench::measure_machine_limits(plan.threads);
   print_limits_after(os, limits, limits_after);
   print_profiles(os, results);
-  if (o.json) write_text_output("--json", *o.json, to_json(plan, limits, limits_after, results));
+  std::vector<bench::TileKernelTimes> tiles;  // --profile: one per head and value dimensions
+  if (plan.profile)
+    for (const bench::Shape& s : plan.shapes)
+      if (std::none_of(tiles.begin(), tiles.end(), [&](const bench::TileKernelTimes& t) {
+            return t.head_dim == s.D && t.value_dim == s.Dv();
+          }))
+        tiles.push_back(bench::time_tile_kernels(s.D, s.Dv(), 0.5));
+  print_tile_kernels(os, tiles, limits);
+  if (o.json)
+    write_text_output("--json", *o.json, to_json(plan, limits, limits_after, results, tiles));
 }
 
 }  // namespace xattn::cli

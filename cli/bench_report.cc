@@ -150,6 +150,25 @@ double limits_change(const std::vector<MachineLimits>& before,
   return change;
 }
 
+// One thread's FMA peak: measured at one thread, else the first count's share per thread.
+double one_thread_peak(const std::vector<MachineLimits>& limits) {
+  for (const MachineLimits& l : limits)
+    if (l.threads == 1) return l.fma_gflops;
+  return limits.empty() ? 0 : limits[0].fma_gflops / limits[0].threads;
+}
+
+// The tile kernels' figures: GFLOP/s of each product and of the whole tile, and the softmax's
+// time per vector of scores and share of the tile.
+struct TileFigures {
+  double scores_gflops, weighted_sum_gflops, tile_gflops, softmax_ns_per_vector, softmax_share;
+};
+
+TileFigures tile_figures(const bench::TileKernelTimes& t) {
+  const double products = t.score_flops() + t.weighted_sum_flops();
+  return {t.score_flops() / t.scores * 1e-9, t.weighted_sum_flops() / t.weighted_sum * 1e-9,
+          products / t.tile * 1e-9, t.softmax / t.score_vectors() * 1e9, t.softmax / t.tile};
+}
+
 }  // namespace
 
 void print_machine(std::ostream& os, const BenchPlan& plan, const std::vector<MachineLimits>& limits) {
@@ -212,9 +231,30 @@ void print_profiles(std::ostream& os, const std::vector<CaseResult>& results) {
   }
 }
 
+void print_tile_kernels(std::ostream& os, const std::vector<bench::TileKernelTimes>& tiles,
+                        const std::vector<MachineLimits>& limits) {
+  if (tiles.empty()) return;
+  const double peak = one_thread_peak(limits);
+  os << "\nthe tile kernels alone (one thread, operands in cache; GFLOP/s and % of one thread's "
+        "FMA peak, "
+     << rate(peak) << " GFLOP/s): the ceiling of the stages above\n";
+  for (const bench::TileKernelTimes& t : tiles) {
+    const TileFigures f = tile_figures(t);
+    os << "  D " << t.head_dim << (t.value_dim != t.head_dim ? ", Dv " + std::to_string(t.value_dim) : "")
+       << ", " << t.rows << " rows x " << t.keys << " keys: scores " << rate(f.scores_gflops) << " ("
+       << percent(f.scores_gflops / peak) << ") · softmax "
+       << format("%.2f ns per vector of %d scores (%.1f%% of the tile)", f.softmax_ns_per_vector,
+                 static_cast<int>(t.lanes), 100 * f.softmax_share)
+       << " · weighted sum " << rate(f.weighted_sum_gflops) << " ("
+       << percent(f.weighted_sum_gflops / peak) << ") · the tile " << rate(f.tile_gflops) << " ("
+       << percent(f.tile_gflops / peak) << ")\n";
+  }
+}
+
 std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& limits,
                     const std::vector<MachineLimits>& limits_after,
-                    const std::vector<CaseResult>& results) {
+                    const std::vector<CaseResult>& results,
+                    const std::vector<bench::TileKernelTimes>& tiles) {
   using json = nlohmann::ordered_json;
   json machine = {{"xattn_version", version()},
                   {"simd_target", simd_target()},
@@ -283,7 +323,29 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
   }
   const json settings = {
       {"min_runs", plan.min_runs}, {"min_seconds", plan.min_seconds}, {"time_baseline", plan.time_baseline}};
-  return json{{"machine", machine}, {"settings", settings}, {"results", rows}}.dump(2) + "\n";
+  json tile_kernels = json::array();
+  const double peak = one_thread_peak(limits);
+  for (const bench::TileKernelTimes& t : tiles) {
+    const TileFigures f = tile_figures(t);
+    tile_kernels.push_back({{"head_dim", t.head_dim},
+                            {"value_dim", t.value_dim},
+                            {"rows", t.rows},
+                            {"keys", t.keys},
+                            {"scores_gflops", f.scores_gflops},
+                            {"scores_peak_fraction", f.scores_gflops / peak},
+                            {"softmax_ns_per_vector", f.softmax_ns_per_vector},
+                            {"softmax_tile_fraction", f.softmax_share},
+                            {"weighted_sum_gflops", f.weighted_sum_gflops},
+                            {"weighted_sum_peak_fraction", f.weighted_sum_gflops / peak},
+                            {"tile_gflops", f.tile_gflops},
+                            {"tile_peak_fraction", f.tile_gflops / peak}});
+  }
+  return json{{"machine", machine},
+              {"settings", settings},
+              {"results", rows},
+              {"tile_kernels", tile_kernels}}
+             .dump(2) +
+         "\n";
 }
 
 }  // namespace xattn::cli

@@ -8,6 +8,7 @@
 
 #include "bench/machine_limits.h"
 #include "bench/runner.h"
+#include "bench/tile_kernels.h"
 
 namespace xattn::cli {
 
@@ -26,12 +27,16 @@ void print_table_head(std::ostream& os, const bench::BenchPlan& plan);
 void print_row(std::ostream& os, const bench::BenchPlan& plan, const bench::CaseResult& r);
 // --profile: each case's stage shares, after the table.
 void print_profiles(std::ostream& os, const std::vector<bench::CaseResult>& results);
+// --profile: the tile kernels timed alone, as rates and fractions of one thread's FMA peak.
+void print_tile_kernels(std::ostream& os, const std::vector<bench::TileKernelTimes>& tiles,
+                        const std::vector<bench::MachineLimits>& limits);
 
-// {"machine": {...}, "settings": {...}, "results": [...]}: times in ms, rates in GFLOP/s and
+// {"machine": {...}, "settings": {...}, "results": [...], "tile_kernels": [...]}: times in ms, rates in GFLOP/s and
 // GB/s, fractions in [0, 1] (of the limits measured before the cases); null where a figure does
 // not apply or is unavailable.
 std::string to_json(const bench::BenchPlan& plan, const std::vector<bench::MachineLimits>& limits,
                     const std::vector<bench::MachineLimits>& limits_after,
-                    const std::vector<bench::CaseResult>& results);
+                    const std::vector<bench::CaseResult>& results,
+                    const std::vector<bench::TileKernelTimes>& tiles);
 
 }  // namespace xattn::cli

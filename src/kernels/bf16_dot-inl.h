@@ -69,12 +69,13 @@ void pair_dot_tile(const uint32_t* HWY_RESTRICT a, int64_t br, PairColumns b, in
   const __m512 vscale = _mm512_set1_ps(scale);
   for_each_block<columns_per_block<kRowVecs>()>(ncols, [&](auto cols, int64_t j0) {
     constexpr int kCols = decltype(cols)::value;
+    const int64_t ld = br;  // locals for the stores (see for_each_block)
+    float* const sums = out + j0 * ld;
     __m512 acc[kCols][kRowVecs];
     for (int v = 0; v < kRowVecs; ++v) {
       const __m512 keep = kAccumulate ? _mm512_load_ps(alpha + v * 16) : _mm512_setzero_ps();
       for (int j = 0; j < kCols; ++j)
-        acc[j][v] = kAccumulate ? _mm512_mul_ps(keep, _mm512_load_ps(out + (j0 + j) * br + v * 16))
-                                : keep;
+        acc[j][v] = kAccumulate ? _mm512_mul_ps(keep, _mm512_load_ps(sums + j * ld + v * 16)) : keep;
     }
     const uint16_t* col = b.data + j0 * b.col_stride;
     for (int64_t i = 0; i < pairs; ++i) {
@@ -91,7 +92,7 @@ void pair_dot_tile(const uint32_t* HWY_RESTRICT a, int64_t br, PairColumns b, in
     for (int j = 0; j < kCols; ++j)
       for (int v = 0; v < kRowVecs; ++v) {
         const __m512 result = kAccumulate ? acc[j][v] : _mm512_mul_ps(acc[j][v], vscale);
-        _mm512_store_ps(out + (j0 + j) * br + v * 16, result);
+        _mm512_store_ps(sums + j * ld + v * 16, result);
       }
   });
 }

@@ -321,11 +321,13 @@ struct DimLanes {
           // the one for i at key c0 + i·passes - p·n: one row every `passes` keys.
           const int64_t p = g / kGroupRows * blocks + j0 / kValueVecs;
           int64_t next = (p * n + passes - 1) / passes, at = c0 + next * passes - p * n;
+          const int64_t row_ld = ld;  // locals for the stores (see for_each_block)
+          float* const out = sums + j0 * N;
           VF acc[kGroupRows][kC];
           for (int r = 0; r < kGroupRows; ++r) {  // the rescale by alpha, with the first chunk
             const VF a = hn::Set(df, s.alpha[g + r]);
             for (int j = 0; j < kC; ++j) {
-              const VF sum = hn::Load(df, sums + r * ld + (j0 + j) * N);
+              const VF sum = hn::Load(df, out + r * row_ld + j * N);
               acc[r][j] = c0 == 0 ? hn::Mul(a, sum) : sum;
             }
           }
@@ -346,7 +348,7 @@ struct DimLanes {
             }
           }
           for (int r = 0; r < kGroupRows; ++r)
-            for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, sums + r * ld + (j0 + j) * N);
+            for (int j = 0; j < kC; ++j) hn::Store(acc[r][j], df, out + r * row_ld + j * N);
         });
       }
     }

@@ -263,6 +263,26 @@ def test_profile_mode(xattn_bin, tmp_path):
         assert shares["scores"] > 0, shares
         assert shares["other"] == pytest.approx(1 - sum(shares[s] for s in stages))
         assert shares["other"] >= -0.05, shares  # stages never overlap
+    # The tile kernels alone, for the shape's head dimension: rates, and fractions of the
+    # one-thread FMA peak of the same run.
+    assert "the tile kernels alone" in proc.stdout
+    doc = json.loads(out.read_text())
+    [tile] = doc["tile_kernels"]
+    assert (tile["head_dim"], tile["value_dim"], tile["keys"]) == (8, 8, 128), tile
+    assert tile["rows"] % 8 == 0, tile
+    [limits] = doc["machine"]["limits"]
+    for name in ["scores", "weighted_sum", "tile"]:
+        assert positive(tile[f"{name}_gflops"]), tile
+        assert tile[f"{name}_peak_fraction"] == pytest.approx(
+            tile[f"{name}_gflops"] / limits["fma_gflops"]), tile
+    assert positive(tile["softmax_ns_per_vector"]), tile
+    assert 0 < tile["softmax_tile_fraction"] < 1, tile
+
+
+def test_tile_kernels_only_with_profile(smoke):
+    stdout, doc = smoke
+    assert doc["tile_kernels"] == []
+    assert "the tile kernels alone" not in stdout
 
 
 def test_bf16_dot_option_is_reported(xattn_bin, tmp_path):
