@@ -197,7 +197,8 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "auto|on|off");
   bench->add_flag("--profile", o.profile,
                   "also measure each kernel stage's share of the time (packing, scores, softmax, "
-                  "weighted sum, finish; for --backward its stages too)");
+                  "weighted sum, finish; for --backward its stages too), and time the forward's "
+                  "tile kernels alone, once per head dimension");
   bench->add_flag("--no-baseline", o.no_baseline,
                   "do not time the unfused baseline (it still runs once, for the max err column)");
   return bench;
