@@ -49,7 +49,7 @@ std::array<double, kCount> fastest_calls(double min_seconds, const std::array<Fn
 
 TileKernelTimes TimeTileKernels(int64_t head_dim, int64_t value_dim, double min_seconds) {
   constexpr int kRowVecs = kn::kTileRowVecs;
-  const int64_t lanes = static_cast<int64_t>(hwy::HWY_NAMESPACE::Lanes(kn::DF()));
+  const int64_t lanes = kn::lanes();
   const int64_t br = kRowVecs * lanes, nk = kn::kKeysPerTile, D = head_dim, Dv = value_dim;
   AlignedBuffer<float> qt(D * br), st(nk * br), acc(Dv * br), k(nk * D), v(nk * Dv), state(3 * br);
   // Scores of a few units and weights in (0, 1]: no overflow, no subnormals, however many calls.

@@ -157,16 +157,20 @@ double one_thread_peak(const std::vector<MachineLimits>& limits) {
   return limits.empty() ? 0 : limits[0].fma_gflops / limits[0].threads;
 }
 
-// The tile kernels' figures: GFLOP/s of each product and of the whole tile, and the softmax's
-// time per vector of scores and share of the tile.
+// The tile kernels' figures: GFLOP/s of each product and of the whole tile with their fractions
+// of one thread's FMA peak, and the softmax's time per vector of scores and share of the tile.
 struct TileFigures {
-  double scores_gflops, weighted_sum_gflops, tile_gflops, softmax_ns_per_vector, softmax_share;
+  double scores_gflops, weighted_sum_gflops, tile_gflops;
+  double scores_peak, weighted_sum_peak, tile_peak;
+  double softmax_ns_per_vector, softmax_share;
 };
 
-TileFigures tile_figures(const bench::TileKernelTimes& t) {
-  const double products = t.score_flops() + t.weighted_sum_flops();
-  return {t.score_flops() / t.scores * 1e-9, t.weighted_sum_flops() / t.weighted_sum * 1e-9,
-          products / t.tile * 1e-9, t.softmax / t.score_vectors() * 1e9, t.softmax / t.tile};
+TileFigures tile_figures(const bench::TileKernelTimes& t, double peak) {
+  const double scores = t.score_flops() / t.scores * 1e-9;
+  const double weighted_sum = t.weighted_sum_flops() / t.weighted_sum * 1e-9;
+  const double tile = (t.score_flops() + t.weighted_sum_flops()) / t.tile * 1e-9;
+  return {scores, weighted_sum, tile, scores / peak, weighted_sum / peak, tile / peak,
+          t.softmax / t.score_vectors() * 1e9, t.softmax / t.tile};
 }
 
 }  // namespace
@@ -239,15 +243,16 @@ void print_tile_kernels(std::ostream& os, const std::vector<bench::TileKernelTim
         "FMA peak, "
      << rate(peak) << " GFLOP/s): the ceiling of the stages above\n";
   for (const bench::TileKernelTimes& t : tiles) {
-    const TileFigures f = tile_figures(t);
-    os << "  D " << t.head_dim << (t.value_dim != t.head_dim ? ", Dv " + std::to_string(t.value_dim) : "")
-       << ", " << t.rows << " rows x " << t.keys << " keys: scores " << rate(f.scores_gflops) << " ("
-       << percent(f.scores_gflops / peak) << ") · softmax "
+    const TileFigures f = tile_figures(t, peak);
+    const std::string dims =
+        std::to_string(t.head_dim) +
+        (t.value_dim != t.head_dim ? ", Dv " + std::to_string(t.value_dim) : "");
+    os << "  D " << dims << ", " << t.rows << " rows x " << t.keys << " keys: scores "
+       << rate(f.scores_gflops) << " (" << percent(f.scores_peak) << ") · softmax "
        << format("%.2f ns per vector of %d scores (%.1f%% of the tile)", f.softmax_ns_per_vector,
                  static_cast<int>(t.lanes), 100 * f.softmax_share)
-       << " · weighted sum " << rate(f.weighted_sum_gflops) << " ("
-       << percent(f.weighted_sum_gflops / peak) << ") · the tile " << rate(f.tile_gflops) << " ("
-       << percent(f.tile_gflops / peak) << ")\n";
+       << " · weighted sum " << rate(f.weighted_sum_gflops) << " (" << percent(f.weighted_sum_peak)
+       << ") · the tile " << rate(f.tile_gflops) << " (" << percent(f.tile_peak) << ")\n";
   }
 }
 
@@ -326,19 +331,19 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
   json tile_kernels = json::array();
   const double peak = one_thread_peak(limits);
   for (const bench::TileKernelTimes& t : tiles) {
-    const TileFigures f = tile_figures(t);
+    const TileFigures f = tile_figures(t, peak);
     tile_kernels.push_back({{"head_dim", t.head_dim},
                             {"value_dim", t.value_dim},
                             {"rows", t.rows},
                             {"keys", t.keys},
                             {"scores_gflops", f.scores_gflops},
-                            {"scores_peak_fraction", f.scores_gflops / peak},
+                            {"scores_peak_fraction", f.scores_peak},
                             {"softmax_ns_per_vector", f.softmax_ns_per_vector},
                             {"softmax_tile_fraction", f.softmax_share},
                             {"weighted_sum_gflops", f.weighted_sum_gflops},
-                            {"weighted_sum_peak_fraction", f.weighted_sum_gflops / peak},
+                            {"weighted_sum_peak_fraction", f.weighted_sum_peak},
                             {"tile_gflops", f.tile_gflops},
-                            {"tile_peak_fraction", f.tile_gflops / peak}});
+                            {"tile_peak_fraction", f.tile_peak}});
   }
   return json{{"machine", machine},
               {"settings", settings},

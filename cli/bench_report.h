@@ -31,9 +31,9 @@ void print_profiles(std::ostream& os, const std::vector<bench::CaseResult>& resu
 void print_tile_kernels(std::ostream& os, const std::vector<bench::TileKernelTimes>& tiles,
                         const std::vector<bench::MachineLimits>& limits);
 
-// {"machine": {...}, "settings": {...}, "results": [...], "tile_kernels": [...]}: times in ms, rates in GFLOP/s and
-// GB/s, fractions in [0, 1] (of the limits measured before the cases); null where a figure does
-// not apply or is unavailable.
+// {"machine": {...}, "settings": {...}, "results": [...], "tile_kernels": [...]}: times in ms,
+// rates in GFLOP/s and GB/s, fractions in [0, 1] (of the limits measured before the cases); null
+// where a figure does not apply or is unavailable.
 std::string to_json(const bench::BenchPlan& plan, const std::vector<bench::MachineLimits>& limits,
                     const std::vector<bench::MachineLimits>& limits_after,
                     const std::vector<bench::CaseResult>& results,

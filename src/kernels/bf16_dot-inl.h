@@ -75,7 +75,8 @@ void pair_dot_tile(const uint32_t* HWY_RESTRICT a, int64_t br, PairColumns b, in
     for (int v = 0; v < kRowVecs; ++v) {
       const __m512 keep = kAccumulate ? _mm512_load_ps(alpha + v * 16) : _mm512_setzero_ps();
       for (int j = 0; j < kCols; ++j)
-        acc[j][v] = kAccumulate ? _mm512_mul_ps(keep, _mm512_load_ps(sums + j * ld + v * 16)) : keep;
+        acc[j][v] =
+            kAccumulate ? _mm512_mul_ps(keep, _mm512_load_ps(sums + j * ld + v * 16)) : keep;
     }
     const uint16_t* col = b.data + j0 * b.col_stride;
     for (int64_t i = 0; i < pairs; ++i) {
