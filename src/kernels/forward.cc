@@ -28,7 +28,6 @@
 #include "core/softmax_state.h"
 #include "core/visibility.h"
 #include "hwy/highway.h"
-#include "hwy/cache_control.h"
 #include "kernels/convert-inl.h"
 #include "kernels/forward.h"
 #include "kernels/dim_lanes-inl.h"
@@ -253,26 +252,6 @@ int64_t keys_per_chunk(const Problem& p) {
   return std::max<int64_t>(tiles, 1) * kKeysPerTile;
 }
 
-// Prefetches the rows of `t` (Q, or the output laid out as Q) that item w reads or writes: for
-// items with few keys (sd-unet-xattn: 77) packing the queries and storing the outputs waited
-// on memory, row after row, though each item computes for microseconds, long enough to have
-// them fetched. A read prefetch serves the stores as well: the line comes in exclusive where no
-// other core holds it. Inlined by force: GCC 12 takes a function that only prefetches for one
-// without effects, and deletes the calls to it.
-HWY_INLINE void prefetch_item_rows(const Problem& p, const Operand& t, int64_t width,
-                                   const WorkItem& w) {
-  if (t.stride[3] != 1) return;
-  constexpr uintptr_t kLine = 64;
-  const int64_t G = p.group_size(), size = dtype_size(t.dtype);
-  for (int64_t flat = w.row_begin; flat < w.row_end; ++flat) {
-    const int64_t i = p.sequences[w.seq].q_start + flat / G, h = w.kv_head * G + flat % G;
-    const auto row = reinterpret_cast<uintptr_t>(core::element_ptr(t.data, t.dtype,
-                                                                   t.offset(w.seq, h, i, 0)));
-    for (uintptr_t line = row & ~(kLine - 1); line < row + width * size; line += kLine)
-      hwy::Prefetch(reinterpret_cast<const char*>(line));
-  }
-}
-
 // `next`: the item the thread runs after these, if known (its first keys are prefetched where
 // an item runs alone and prefetches).
 template <class Tiles>
@@ -288,8 +267,13 @@ void run_items(const Problem& p, const WorkItem* items, int64_t n, const Partial
     start_item<Tiles>(p, items[j], states[j],
                       j == 0 ? core::ScratchArena::for_this_thread() : more_arenas[j - 1],
                       prefetch, n == 1 ? next : nullptr);
-  if (next) prefetch_item_rows(p, p.q, p.head_dim, *next);
-  for (int64_t j = 0; j < n; ++j) prefetch_item_rows(p, p.out, p.value_dim, items[j]);
+  // Where items have few keys (sd-unet-xattn: 77) packing the queries and storing the outputs
+  // waited on memory, though each item computes for microseconds: long enough to fetch them.
+  if (next)
+    prefetch_rows(p, p.q, p.head_dim, next->seq, next->kv_head, next->row_begin, next->row_end);
+  for (int64_t j = 0; j < n; ++j)
+    prefetch_rows(p, p.out, p.value_dim, items[j].seq, items[j].kv_head, items[j].row_begin,
+                  items[j].row_end);
   const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
   for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
     for (int64_t j = 0; j < n; ++j)

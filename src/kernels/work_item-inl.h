@@ -17,6 +17,7 @@
 #include "core/problem.h"
 #include "core/scratch.h"
 #include "core/visibility.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/bf16_dot-inl.h"
 #include "kernels/convert-inl.h"
@@ -123,6 +124,25 @@ inline const float* query_row(const ItemState& s, int64_t r, float* buf) {
   if (q.dtype == DType::kF32 && q.stride[3] == 1) return static_cast<const float*>(q.data) + off;
   convert_row(core::element_ptr(q.data, q.dtype, off), q.dtype, q.stride[3], p.head_dim, buf);
   return buf;
+}
+
+// Prefetches the rows of `t` (Q, or an operand laid out as Q) for the flattened query rows
+// r = i·G + g in [flat_begin, flat_end) of sequence b and kv head `kv_head`. A read prefetch
+// serves stores as well: the line comes in exclusive where no other core holds it. Inlined by
+// force: GCC 12 takes a function that only prefetches for one without effects, and deletes the
+// calls to it.
+HWY_INLINE void prefetch_rows(const core::Problem& p, const core::Operand& t, int64_t width,
+                              int64_t b, int64_t kv_head, int64_t flat_begin, int64_t flat_end) {
+  if (t.stride[3] != 1) return;
+  constexpr uintptr_t kLine = 64;
+  const int64_t G = p.group_size(), bytes = width * dtype_size(t.dtype);
+  for (int64_t flat = flat_begin; flat < flat_end; ++flat) {
+    const int64_t i = p.sequences[b].q_start + flat / G, h = kv_head * G + flat % G;
+    const auto row =
+        reinterpret_cast<uintptr_t>(core::element_ptr(t.data, t.dtype, t.offset(b, h, i, 0)));
+    for (uintptr_t line = row & ~(kLine - 1); line < row + bytes; line += kLine)
+      hwy::Prefetch(reinterpret_cast<const char*>(line));
+  }
 }
 
 struct Rows {
