@@ -136,12 +136,13 @@ HWY_INLINE void prefetch_rows(const core::Problem& p, const core::Operand& t, in
   if (t.stride[3] != 1) return;
   constexpr uintptr_t kLine = 64;
   const int64_t G = p.group_size(), bytes = width * dtype_size(t.dtype);
+  int64_t i = p.sequences[b].q_start + flat_begin / G, g = flat_begin % G;
   for (int64_t flat = flat_begin; flat < flat_end; ++flat) {
-    const int64_t i = p.sequences[b].q_start + flat / G, h = kv_head * G + flat % G;
-    const auto row =
-        reinterpret_cast<uintptr_t>(core::element_ptr(t.data, t.dtype, t.offset(b, h, i, 0)));
+    const auto row = reinterpret_cast<uintptr_t>(
+        core::element_ptr(t.data, t.dtype, t.offset(b, kv_head * G + g, i, 0)));
     for (uintptr_t line = row & ~(kLine - 1); line < row + bytes; line += kLine)
       hwy::Prefetch(reinterpret_cast<const char*>(line));
+    if (++g == G) g = 0, ++i;  // the next flattened row, without a division per row
   }
 }
 
