@@ -269,11 +269,8 @@ void run_items(const Problem& p, const WorkItem* items, int64_t n, const Partial
                       prefetch, n == 1 ? next : nullptr);
   // Where items have few keys (sd-unet-xattn: 77) packing the queries and storing the outputs
   // waited on memory, though each item computes for microseconds: long enough to fetch them.
-  if (next)
-    prefetch_rows(p, p.q, p.head_dim, next->seq, next->kv_head, next->row_begin, next->row_end);
-  for (int64_t j = 0; j < n; ++j)
-    prefetch_rows(p, p.out, p.value_dim, items[j].seq, items[j].kv_head, items[j].row_begin,
-                  items[j].row_end);
+  if (next) prefetch_rows(p, p.q, p.head_dim, *next);
+  for (int64_t j = 0; j < n; ++j) prefetch_rows(p, p.out, p.value_dim, items[j]);
   const int64_t chunk = n > 1 ? keys_per_chunk(p) : items[0].key_end - items[0].key_begin;
   for (int64_t k0 = items[0].key_begin; k0 < items[0].key_end; k0 += chunk)
     for (int64_t j = 0; j < n; ++j)

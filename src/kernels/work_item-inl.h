@@ -126,20 +126,19 @@ inline const float* query_row(const ItemState& s, int64_t r, float* buf) {
   return buf;
 }
 
-// Prefetches the rows of `t` (Q, or an operand laid out as Q) for the flattened query rows
-// r = i·G + g in [flat_begin, flat_end) of sequence b and kv head `kv_head`. A read prefetch
-// serves stores as well: the line comes in exclusive where no other core holds it. Inlined by
-// force: GCC 12 takes a function that only prefetches for one without effects, and deletes the
-// calls to it.
+// Prefetches the rows of `t` (Q, or the output laid out as Q) of item w's flattened query rows
+// r = i·G + g. A read prefetch serves stores as well: the line comes in exclusive where no other
+// core holds it. Inlined by force: GCC 12 takes a function that only prefetches for one without
+// effects, and deletes the calls to it.
 HWY_INLINE void prefetch_rows(const core::Problem& p, const core::Operand& t, int64_t width,
-                              int64_t b, int64_t kv_head, int64_t flat_begin, int64_t flat_end) {
+                              const core::WorkItem& w) {
   if (t.stride[3] != 1) return;
   constexpr uintptr_t kLine = 64;
   const int64_t G = p.group_size(), bytes = width * dtype_size(t.dtype);
-  int64_t i = p.sequences[b].q_start + flat_begin / G, g = flat_begin % G;
-  for (int64_t flat = flat_begin; flat < flat_end; ++flat) {
+  int64_t i = p.sequences[w.seq].q_start + w.row_begin / G, g = w.row_begin % G;
+  for (int64_t flat = w.row_begin; flat < w.row_end; ++flat) {
     const auto row = reinterpret_cast<uintptr_t>(
-        core::element_ptr(t.data, t.dtype, t.offset(b, kv_head * G + g, i, 0)));
+        core::element_ptr(t.data, t.dtype, t.offset(w.seq, w.kv_head * G + g, i, 0)));
     for (uintptr_t line = row & ~(kLine - 1); line < row + bytes; line += kLine)
       hwy::Prefetch(reinterpret_cast<const char*>(line));
     if (++g == G) g = 0, ++i;  // the next flattened row, without a division per row
