@@ -9,6 +9,7 @@
 #include "bench/operands.h"
 #include "bench/timing.h"
 #include "bench/unfused_baseline.h"
+#include "core/cpu_profile.h"
 #include "core/profile.h"
 #include "xattn/attention.h"
 #include "xattn/half.h"
@@ -93,6 +94,7 @@ CaseResult run_case(Operands& in, UnfusedBaseline& baseline, const Variant& vari
     r.kv_gbps = kv_bytes(r.shape, variant.dtype) / r.xattn.median * 1e-9;
     r.kv_copy_fraction = *r.kv_gbps / limits.copy_gbps;
     r.kv_read_fraction = *r.kv_gbps / limits.read_gbps;
+    r.kv_beyond_llc = kv_bytes(r.shape, variant.dtype) > core::cpu_profile().llc_bytes;
   }
 
   if (plan.backward) {

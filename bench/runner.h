@@ -72,8 +72,10 @@ struct CaseResult {
   std::optional<double> speedup;  // baseline median / xattn median
 
   // Bandwidth-bound shapes (Lq = 1) only: K+V bytes / median, and that over the machine's
-  // copy and read bandwidths.
+  // copy and read bandwidths; and whether K and V exceed the last-level cache the kernels
+  // assume (then every call reads them from memory, and %read is the figure to judge).
   std::optional<double> kv_gbps, kv_copy_fraction, kv_read_fraction;
+  std::optional<bool> kv_beyond_llc;
 
   double max_err = 0;      // max |xattn - baseline| over the output (NaN if either has NaN)
   double ref_max_abs = 0;  // max |baseline|: the scale max_err is to be read against

@@ -314,6 +314,7 @@ std::string to_json(const BenchPlan& plan, const std::vector<MachineLimits>& lim
                     {"kv_gbps", optional_number(r.kv_gbps)},
                     {"kv_copy_fraction", optional_number(r.kv_copy_fraction)},
                     {"kv_read_fraction", optional_number(r.kv_read_fraction)},
+                    {"kv_beyond_llc", r.kv_beyond_llc ? json(*r.kv_beyond_llc) : json(nullptr)},
                     {"max_err", r.max_err},
                     {"ref_max_abs", r.ref_max_abs},
                     {"v_max_abs", r.v_max_abs}});

@@ -4,6 +4,7 @@ refused before anything is measured and leave no JSON file behind."""
 
 import json
 import math
+import re
 import subprocess
 
 import pytest
@@ -115,13 +116,17 @@ def test_kv_bandwidth_only_for_decode(smoke):
     for r in doc["results"]:
         fields = [r["kv_gbps"], r["kv_copy_fraction"], r["kv_read_fraction"]]
         if r["Lq"] != 1:
-            assert fields == [None] * 3
+            assert fields + [r["kv_beyond_llc"]] == [None] * 4
             continue
         assert all(positive(x) for x in fields), r
         size = 4 if r["dtype"] == "f32" else 2
         kv_bytes = r["B"] * r["Hkv"] * r["Lk"] * (r["D"] + r["Dv"]) * size
         assert r["kv_gbps"] == pytest.approx(kv_bytes / (r["xattn_ms"] * 1e-3) * 1e-9)
         assert r["kv_copy_fraction"] == pytest.approx(r["kv_gbps"] / copy_gbps)
+        # Beyond the last-level cache `xattn info` names (in whole MiB, rounded down) or not.
+        llc_mib = int(re.search(r"last-level cache of (\d+) MiB", doc["machine"]["tiles"])[1])
+        if not llc_mib << 20 <= kv_bytes < (llc_mib + 1) << 20:
+            assert r["kv_beyond_llc"] is (kv_bytes > llc_mib << 20), r
 
 
 def test_xattn_agrees_with_baseline(smoke):
