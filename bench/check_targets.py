@@ -38,8 +38,8 @@ def cases_by_key(runs):
 
 
 def per_run(runs, figure):
-    """figure(case) for every run, where case(name, variant, threads) finds a result of that run
-    (None if it has none; a figure of a missing case is skipped)."""
+    """figure(case) for every run, where case(name, variant, threads) finds a result of that run.
+    A run that lacks a case the figure needs is skipped, and so is a figure of None."""
     values = []
     for run in runs:
         by_key = {(r["name"], r["variant"], r["threads"]): r for r in run["results"]}
