@@ -19,6 +19,8 @@ import argparse
 import json
 import statistics
 
+from summarize_runs import pct, times  # the same formats as the summaries
+
 FORWARD = 0.75
 FORWARD_EXCEPTIONS = {"sd-unet-xattn": 0.50}
 BF16P_OVER_F32 = 1.6
@@ -53,14 +55,6 @@ def per_run(runs, figure):
 def spread(values, fmt):
     m = statistics.median(values)
     return m, f"{fmt(m)} ({fmt(min(values))}..{fmt(max(values))})"
-
-
-def pct(x):
-    return f"{100 * x:.1f}%"
-
-
-def times(x):
-    return f"{x:.2f}×"
 
 
 def call_ms(r, best, ms="xattn_ms"):
